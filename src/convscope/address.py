@@ -1,0 +1,173 @@
+"""The one layer-address syntax used by every command and the Python API.
+
+Grammar::
+
+    ADDRESS  := LAYER [ ":" MAP [ "@" ROW "," COL ] ]
+    LAYER    := a module name of the model, dotted for submodules ("Conv2D_3",
+                "Conv2D_3.conv" for the pre-activation), or one of the
+                pseudo-layers "logits" / "probabilities" (the model's output and
+                its softmax)
+    MAP      := channel / node index, 0-based
+    ROW,COL  := spatial position inside the map, 0-based
+
+Examples: ``"Conv2D_3"``, ``"Conv2D_3:120"``, ``"Conv2D_3:120@1,2"``,
+``"Dense_1:42"``, ``"logits:4"``.
+
+:func:`parse_address` only checks the syntax; :func:`resolve_address` checks a
+parsed address against a model and raises :class:`AddressError` naming the valid
+layers or index range.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+#: Pseudo-layers that every model has: its output and the softmax of it.
+PSEUDO_LAYERS = ("logits", "probabilities")
+
+_PATTERN = re.compile(
+    r"^\s*(?P<layer>[A-Za-z_][\w.]*)"
+    r"(?::(?P<map>-?\d+)(?:@(?P<row>-?\d+),(?P<col>-?\d+))?)?\s*$"
+)
+
+
+class AddressError(ValueError):
+    """A layer address that is malformed or does not exist in the model."""
+
+
+@dataclass(frozen=True)
+class LayerAddress:
+    """A parsed layer address.
+
+    Attributes:
+        layer: module name (dotted for submodules) or a pseudo-layer.
+        map_index: channel / node index, or ``None`` for the whole layer.
+        position: ``(row, col)`` of a single unit inside the map, or ``None``.
+    """
+
+    layer: str
+    map_index: int | None = None
+    position: tuple[int, int] | None = None
+
+    def __str__(self) -> str:
+        text = self.layer
+        if self.map_index is not None:
+            text += f":{self.map_index}"
+            if self.position is not None:
+                text += f"@{self.position[0]},{self.position[1]}"
+        return text
+
+    def with_map(self, map_index: int) -> "LayerAddress":
+        """The same layer, one map."""
+        return LayerAddress(self.layer, map_index, None)
+
+
+def parse_address(text: str | LayerAddress) -> LayerAddress:
+    """Parse ``"Conv2D_3:120@1,2"``-style text into a :class:`LayerAddress`.
+
+    Raises:
+        AddressError: the text does not follow the syntax.
+    """
+    if isinstance(text, LayerAddress):
+        return text
+    match = _PATTERN.match(str(text))
+    if match is None:
+        raise AddressError(
+            f"cannot read layer address {text!r}: expected LAYER, LAYER:MAP or "
+            "LAYER:MAP@ROW,COL, e.g. 'Conv2D_3', 'Conv2D_3:120', 'Conv2D_3:120@1,2'"
+        )
+    map_text, row, col = match["map"], match["row"], match["col"]
+    position = (int(row), int(col)) if row is not None else None
+    return LayerAddress(match["layer"], int(map_text) if map_text is not None else None, position)
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """The model's top-level layer names in definition order, plus pseudo-layers."""
+    return [name for name, _ in model.named_children()] + list(PSEUDO_LAYERS)
+
+
+def find_module(model: nn.Module, name: str) -> nn.Module:
+    """Return the submodule called ``name`` (dotted names allowed).
+
+    Raises:
+        AddressError: no such module; the message lists the valid layer names.
+    """
+    modules = dict(model.named_modules())
+    if name in modules and name != "":
+        return modules[name]
+    valid = ", ".join(layer_names(model))
+    raise AddressError(
+        f"the model has no layer {name!r}; valid layers: {valid} "
+        "(dotted names such as 'Conv2D_3.conv' reach submodules)"
+    )
+
+
+def resolve_address(
+    model: nn.Module, address: str | LayerAddress, input_shape: tuple[int, ...] | None = None
+) -> LayerAddress:
+    """Parse ``address`` and check it against ``model``.
+
+    Args:
+        model: the network.
+        address: text or a parsed address.
+        input_shape: ``(C, H, W)`` of one input; defaults to ``model.input_shape``
+            or ``(1, 28, 28)``.
+
+    Returns:
+        The parsed, validated address (negative indices are not allowed).
+
+    Raises:
+        AddressError: unknown layer (lists valid names), map index out of range,
+            or unit position outside the map (both give the valid range).
+    """
+    parsed = parse_address(address)
+    if parsed.layer not in PSEUDO_LAYERS:
+        find_module(model, parsed.layer)
+    if parsed.map_index is None:
+        return parsed
+    shape = layer_output_shapes(model, input_shape)[parsed.layer]
+    n_maps = shape[0]
+    if not 0 <= parsed.map_index < n_maps:
+        raise AddressError(
+            f"{parsed.layer} has {n_maps} maps, so the map index must be 0..{n_maps - 1}; got {parsed.map_index}"
+        )
+    if parsed.position is not None:
+        if len(shape) != 3:
+            raise AddressError(
+                f"{parsed.layer} has no spatial positions (output shape {tuple(shape)}); "
+                f"address a node as '{parsed.layer}:{parsed.map_index}'"
+            )
+        height, width = shape[1], shape[2]
+        row, col = parsed.position
+        if not (0 <= row < height and 0 <= col < width):
+            raise AddressError(
+                f"{parsed.layer} maps are {height}x{width}, so the unit must be @0..{height - 1},0..{width - 1}; "
+                f"got @{row},{col}"
+            )
+    return parsed
+
+
+def layer_output_shapes(
+    model: nn.Module, input_shape: tuple[int, ...] | None = None
+) -> dict[str, tuple[int, ...]]:
+    """Per-sample output shape of every named module and pseudo-layer.
+
+    Runs one forward pass on zeros (no gradients). Returns e.g.
+    ``{"Conv2D_1": (32, 26, 26), ..., "logits": (10,), "probabilities": (10,)}``.
+    """
+    from convscope.probe import Probe  # local import: probe imports this module
+
+    shape = tuple(input_shape or getattr(model, "input_shape", (1, 28, 28)))
+    try:
+        param = next(model.parameters())
+        device, dtype = param.device, param.dtype
+    except StopIteration:
+        device, dtype = torch.device("cpu"), torch.float32
+    names = [name for name, _ in model.named_modules() if name]
+    with torch.no_grad(), Probe(model, names + list(PSEUDO_LAYERS), stop_early=False) as probe:
+        outputs = probe.run(torch.zeros((1, *shape), device=device, dtype=dtype))
+    return {name: tuple(out.shape[1:]) for name, out in outputs.items()}

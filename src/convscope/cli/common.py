@@ -1,0 +1,99 @@
+"""Options and helpers shared by the CLI commands (the only layer besides the
+report that touches the disk)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from convscope.io import to_json
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def model_option(func: F) -> F:
+    """``--model FILE``: a convscope model file (default: the shipped Model A)."""
+    return click.option(
+        "--model",
+        "model_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Model file (NAME.json or NAME.safetensors). Default: the shipped Model A.",
+    )(func)
+
+
+def data_dir_option(func: F) -> F:
+    """``--data-dir DIR``: where the dataset IDX files are."""
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        envvar="CONVSCOPE_DATA",
+        show_envvar=True,
+        help="Folder with the MNIST IDX files (raw or .gz). Default: $CONVSCOPE_DATA, the user cache, else download.",
+    )(func)
+
+
+def device_option(func: F) -> F:
+    """``--device``: cpu / cuda / auto."""
+    return click.option(
+        "--device", default="auto", show_default=True, help="Compute device: auto (CUDA if available), cpu, cuda, cuda:N."
+    )(func)
+
+
+def json_option(func: F) -> F:
+    """``--json``: print the result as JSON on stdout instead of a human summary."""
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for scripts).")(func)
+
+
+def out_option(default: str) -> Callable[[F], F]:
+    """``--out DIR``: output folder."""
+
+    def decorate(func: F) -> F:
+        return click.option(
+            "--out",
+            "out_dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=Path(default),
+            show_default=True,
+            help="Output folder (created if needed).",
+        )(func)
+
+    return decorate
+
+
+def emit_json(data: Any) -> None:
+    """Print ``data`` as JSON on stdout."""
+    click.echo(to_json(data), nl=False)
+
+
+def fail(message: str) -> None:
+    """Stop with one clear error message and exit status 2 (no traceback)."""
+    raise click.ClickException(message)
+
+
+def load_model_or_fail(model_path: Path | None, device: str = "cpu"):
+    """Load a model file or stop with a clear message."""
+    from convscope.device import resolve_device
+    from convscope.models import ModelFileError, load_model
+
+    try:
+        return load_model(model_path, device=resolve_device(device))
+    except (ModelFileError, ValueError) as exc:
+        fail(str(exc))
+
+
+def echo_err(message: str) -> None:
+    """Print to stderr (keeps stdout clean for --json)."""
+    click.echo(message, err=True)
+
+
+__all__ = [
+    "data_dir_option", "device_option", "echo_err", "emit_json", "fail", "json", "json_option",
+    "load_model_or_fail", "model_option", "out_option", "sys",
+]

@@ -1,0 +1,119 @@
+"""Load MNIST-format datasets as uint8 arrays in the original file order, and
+address single images as ``"test:1302"`` / ``"train:7"``."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from convscope.data.idx import IdxError, read_idx
+from convscope.data.sources import SPLIT_FILES, dataset_info, file_in, locate
+
+
+class DatasetError(ValueError):
+    """Images and labels that do not fit together, or a bad image reference."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a dataset, in the original file order.
+
+    Attributes:
+        images: ``(N, 28, 28)`` uint8, 0 = background.
+        labels: ``(N,)`` int64 class indices.
+        dataset: dataset name.
+        split: ``"train"`` or ``"test"``.
+        class_names: the 10 human-readable class names.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    dataset: str
+    split: str
+    class_names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_split_cached(folder: str, dataset: str, split: str) -> Split:
+    image_name, label_name = SPLIT_FILES[split]
+    image_path = file_in(Path(folder), image_name)
+    label_path = file_in(Path(folder), label_name)
+    assert image_path is not None and label_path is not None
+    images = read_idx(image_path)
+    labels = read_idx(label_path)
+    if images.ndim != 3:
+        raise IdxError(f"{image_path}: expected a 3-d image array (N, H, W), found shape {images.shape}")
+    if labels.ndim != 1:
+        raise IdxError(f"{label_path}: expected a 1-d label array, found shape {labels.shape}")
+    if len(images) != len(labels):
+        raise DatasetError(
+            f"{image_path} holds {len(images)} images but {label_path} holds {len(labels)} labels; "
+            "the two files do not belong together"
+        )
+    if labels.size and labels.max() > 9:
+        raise DatasetError(f"{label_path}: label {int(labels.max())} is outside 0..9")
+    images.setflags(write=False)
+    labels = labels.astype(np.int64)
+    labels.setflags(write=False)
+    return Split(images, labels, dataset, split, dataset_info(dataset).class_names)
+
+
+def load_split(
+    split: str = "test", dataset: str = "mnist", data_dir: str | os.PathLike | None = None, *, download: bool = True
+) -> Split:
+    """Load one split (read-only arrays, cached per process).
+
+    Args:
+        split: ``"train"`` (60,000 images) or ``"test"`` (10,000).
+        dataset: ``"mnist"`` or ``"fashion-mnist"``.
+        data_dir: explicit folder (see :mod:`convscope.data.sources` for the search order).
+        download: allow downloading when no local copy exists.
+    """
+    if split not in SPLIT_FILES:
+        raise DatasetError(f"unknown split {split!r}; use 'train' or 'test'")
+    info = dataset_info(dataset)
+    folder = locate(info.name, data_dir, download=download)
+    return _load_split_cached(str(folder.resolve()), info.name, split)
+
+
+_REF = re.compile(r"^(?P<split>train|test):(?P<index>\d+)$")
+
+
+def is_dataset_ref(text: str) -> bool:
+    """Whether ``text`` looks like ``test:1302`` / ``train:7``."""
+    return _REF.match(text.strip()) is not None
+
+
+def parse_image_ref(text: str) -> tuple[str, int]:
+    """``"test:1302"`` → ``("test", 1302)``.
+
+    Raises:
+        DatasetError: not of the form ``train:N`` / ``test:N``.
+    """
+    match = _REF.match(text.strip())
+    if match is None:
+        raise DatasetError(f"cannot read image reference {text!r}: use test:INDEX or train:INDEX, e.g. test:1302")
+    return match["split"], int(match["index"])
+
+
+def dataset_image(
+    ref: str, dataset: str = "mnist", data_dir: str | os.PathLike | None = None
+) -> tuple[np.ndarray, int]:
+    """The uint8 ``(28, 28)`` image and label addressed by ``ref`` (e.g. ``"test:1302"``).
+
+    Raises:
+        DatasetError: bad reference or index out of range (gives the range).
+    """
+    split_name, index = parse_image_ref(ref)
+    split = load_split(split_name, dataset, data_dir)
+    if not 0 <= index < len(split):
+        raise DatasetError(f"{ref}: the {split_name} set has {len(split)} images, so the index must be 0..{len(split) - 1}")
+    return split.images[index], int(split.labels[index])

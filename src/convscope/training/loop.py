@@ -166,8 +166,8 @@ def train(
     device = torch.device(device)
     state = state or TrainState()
     model.to(device)
-    images = torch.as_tensor(np.asarray(train_split.images[:train_limit]), dtype=torch.float32)[:, None]
-    labels = torch.as_tensor(np.asarray(train_split.labels[:train_limit]), dtype=torch.long)
+    images = torch.as_tensor(np.array(train_split.images[:train_limit]), dtype=torch.float32)[:, None]
+    labels = torch.as_tensor(np.array(train_split.labels[:train_limit]), dtype=torch.long)
     n = len(labels)
     steps_per_epoch = math.ceil(n / recipe.batch_size)
     total_steps = steps_per_epoch * recipe.epochs

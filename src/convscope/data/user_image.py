@@ -1,0 +1,172 @@
+"""Turn a user's PNG/JPG (or any image array) into an MNIST-style 28×28 digit.
+
+The MNIST digits were made this way (LeCun et al.): white ink on a black
+background, the digit's bounding box scaled to fit a 20×20 box (keeping the
+aspect ratio, anti-aliased), then placed in a 28×28 field so that the centre of
+mass of the ink sits at the centre. :func:`mnistify` repeats those steps:
+
+1. grayscale (an alpha channel is composited onto the colour that contrasts
+   with the ink);
+2. invert when the background (median of the border pixels) is light, so the
+   ink is bright on dark;
+3. subtract the background level and stretch the ink to 0..255;
+4. crop to the ink (pixels above ``ink_threshold`` × the brightest ink);
+5. resize so the longer side is ``box`` (20) pixels, keeping the aspect ratio;
+6. paste into a ``size`` × ``size`` (28×28) field, shifted so the ink's centre
+   of mass is at the centre.
+
+Engines never read files; :func:`load_user_image` is for the CLI and notebooks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+class UserImageError(ValueError):
+    """A file that is not a readable image, or an image without any ink."""
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """A user image converted to MNIST style.
+
+    Attributes:
+        image: ``(28, 28)`` uint8, white ink on black, centred by mass.
+        original: the input as a ``(H, W)`` uint8 grayscale array (before inversion).
+        inverted: whether the background was light and the image was inverted.
+        crop_box: ``(top, left, bottom, right)`` of the ink in ``original`` (bottom/right exclusive).
+    """
+
+    image: np.ndarray
+    original: np.ndarray
+    inverted: bool
+    crop_box: tuple[int, int, int, int]
+
+
+def _to_grayscale(image: Image.Image) -> np.ndarray:
+    """PIL image of any mode → float ``(H, W)`` 0..255."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float64)
+        alpha = rgba[..., 3] / 255.0
+        gray = np.asarray(image.convert("RGBA").convert("L"), dtype=np.float64)
+        if alpha.min() < 1.0:
+            opaque = alpha > 0.5
+            # Composite onto the colour that contrasts with the (mostly opaque) ink.
+            ink_level = gray[opaque].mean() if opaque.any() else 0.0
+            background = 255.0 if ink_level < 128 else 0.0
+            return gray * alpha + background * (1.0 - alpha)
+        return gray
+    if image.mode in ("I", "I;16", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        return (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
+    return np.asarray(image.convert("L"), dtype=np.float64)
+
+
+def mnistify(
+    image: np.ndarray | Image.Image,
+    *,
+    size: int = 28,
+    box: int = 20,
+    ink_threshold: float = 0.2,
+    invert: bool | None = None,
+) -> PreparedImage:
+    """Convert a grayscale / RGB(A) image to an MNIST-style digit.
+
+    Args:
+        image: a PIL image, or an array ``(H, W)`` / ``(H, W, 3|4)`` with values
+            0..255 (any dtype).
+        size: output side length (28).
+        box: side of the box the digit is fitted into (20, as in MNIST).
+        ink_threshold: pixels brighter than this fraction of the brightest ink
+            (after background removal) count as ink for the crop.
+        invert: force (``True``) or forbid (``False``) inversion; ``None`` decides
+            from the border pixels (light background → invert).
+
+    Returns:
+        :class:`PreparedImage` with the ``(size, size)`` uint8 digit.
+
+    Raises:
+        UserImageError: the image is empty or holds no ink.
+    """
+    if isinstance(image, Image.Image):
+        gray = _to_grayscale(image)
+    else:
+        array = np.asarray(image)
+        if array.ndim == 3 and array.shape[2] in (3, 4):
+            mode = "RGBA" if array.shape[2] == 4 else "RGB"
+            gray = _to_grayscale(Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), mode))
+        elif array.ndim == 2:
+            gray = array.astype(np.float64)
+        else:
+            raise UserImageError(f"expected an image of shape (H, W) or (H, W, 3/4); got {array.shape}")
+    if gray.size == 0 or min(gray.shape) < 1:
+        raise UserImageError("the image is empty (0 pixels)")
+    original = np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    background = float(np.median(border))
+    inverted = background > 127.5 if invert is None else bool(invert)
+    ink = 255.0 - gray if inverted else gray.copy()
+    ink_background = 255.0 - background if inverted else background
+    ink = np.clip(ink - ink_background, 0.0, None)
+    peak = float(ink.max())
+    if peak <= 8.0:  # less than ~3 % contrast: no digit to find
+        raise UserImageError(
+            "no ink found: the image is uniform (or the digit has the same brightness as the background)"
+        )
+    ink = ink * (255.0 / peak)
+
+    rows = np.flatnonzero((ink > ink_threshold * 255.0).any(axis=1))
+    cols = np.flatnonzero((ink > ink_threshold * 255.0).any(axis=0))
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    crop = ink[top:bottom, left:right]
+    height, width = crop.shape
+    scale = box / max(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    resized = Image.fromarray(crop.astype(np.float32), mode="F").resize((new_w, new_h), Image.Resampling.LANCZOS)
+    small = np.clip(np.asarray(resized, dtype=np.float64), 0.0, 255.0)
+
+    total = small.sum()
+    if total <= 0:
+        raise UserImageError("no ink left after resizing the digit to 20x20")
+    ys, xs = np.indices(small.shape)
+    com_y, com_x = float((ys * small).sum() / total), float((xs * small).sum() / total)
+    centre = (size - 1) / 2.0
+    off_y = int(np.clip(round(centre - com_y), 0, size - new_h))
+    off_x = int(np.clip(round(centre - com_x), 0, size - new_w))
+    canvas = np.zeros((size, size), dtype=np.float64)
+    canvas[off_y : off_y + new_h, off_x : off_x + new_w] = small
+    digit = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+    return PreparedImage(image=digit, original=original, inverted=inverted, crop_box=(top, left, bottom, right))
+
+
+def load_user_image(path: str | os.PathLike, **options) -> PreparedImage:
+    """Read a PNG/JPG/... file and convert it with :func:`mnistify`.
+
+    Raises:
+        UserImageError: missing, empty or unreadable file, or no ink in it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserImageError(f"{path}: no such file (give an image file, or test:INDEX / train:INDEX)")
+    if path.is_dir():
+        raise UserImageError(f"{path} is a folder, not an image file")
+    if path.stat().st_size == 0:
+        raise UserImageError(f"{path} is empty (0 bytes)")
+    try:
+        with Image.open(path) as handle:
+            handle.load()
+            image = handle.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UserImageError(f"{path} is not an image Pillow can read (PNG, JPG, BMP, ...): {exc}") from None
+    try:
+        return mnistify(image, **options)
+    except UserImageError as exc:
+        raise UserImageError(f"{path}: {exc}") from None

@@ -1,0 +1,313 @@
+"""Shared mechanics of the attribution methods: targets, the rectifier rules and
+the base class.
+
+Targets
+    ``int`` (or one int per sample): a class logit. A layer address string:
+    ``"Conv2D_3:56"`` (a map: its mean activation), ``"Conv2D_3:56@1,1"`` (one
+    unit), ``"Dense_1:42"`` (a node), ``"logits:4"`` / ``"probabilities:4"``.
+    ``None``: the class the model predicts for each input.
+
+Rectifier rules
+    Deconvnet and guided backpropagation differ from the plain gradient only in
+    what the backward pass does at each ReLU. :func:`relu_rule` intercepts *every*
+    ReLU call made during a forward pass — ``nn.ReLU`` modules, ``F.relu``,
+    ``torch.relu``, ``Tensor.relu`` and their in-place forms — through a
+    :class:`torch.overrides.TorchFunctionMode`, and replaces it with an autograd
+    function whose backward applies the rule:
+
+    ============  ==========================================
+    ``plain``     ``grad_out * (input > 0)`` (the true gradient)
+    ``deconvnet`` ``relu(grad_out)`` (Zeiler & Fergus)
+    ``guided``    ``relu(grad_out) * (input > 0)`` (Springenberg et al.)
+    ============  ==========================================
+
+    Max-pool switches and transposed convolutions come from autograd itself, so
+    the result is exact for any max-pool + conv + ReLU network. Nothing about the
+    model is patched; the mode is popped in ``finally``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from convscope.address import PSEUDO_LAYERS, AddressError, LayerAddress, resolve_address
+from convscope.probe import Probe, select
+
+RULES = ("plain", "deconvnet", "guided")
+
+# -- the rectifier rules ----------------------------------------------------------
+
+
+class _RuleReLU(torch.autograd.Function):
+    """ReLU forward; backward according to ``rule``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, rule: str) -> torch.Tensor:  # type: ignore[override]
+        out = torch.relu(x)
+        ctx.rule = rule
+        if rule != "deconvnet":
+            ctx.save_for_backward(out > 0)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        if ctx.rule == "deconvnet":
+            return torch.relu(grad_out), None
+        (mask,) = ctx.saved_tensors
+        if ctx.rule == "guided":
+            return torch.relu(grad_out) * mask, None
+        return grad_out * mask, None
+
+
+_OUT_OF_PLACE = {torch.relu, F.relu, torch.Tensor.relu}
+_IN_PLACE = {torch.relu_, F.relu_, torch.Tensor.relu_}
+
+
+class _ReLURuleMode(TorchFunctionMode):
+    """Replaces every ReLU call during a forward pass by :class:`_RuleReLU`."""
+
+    def __init__(self, rule: str) -> None:
+        super().__init__()
+        self.rule = rule
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        in_place = func in _IN_PLACE or (func is F.relu and bool(kwargs.get("inplace", args[1] if len(args) > 1 else False)))
+        if (func in _OUT_OF_PLACE or in_place) and torch.is_grad_enabled():
+            x = args[0] if args else kwargs["input"]
+            self.calls += 1
+            out = _RuleReLU.apply(x, self.rule)
+            if in_place:
+                # keep in-place semantics for callers that ignore the return value;
+                # the copy routes the gradient through ``out`` (and so through the rule)
+                x.copy_(out)
+                return x
+            return out
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def relu_rule(rule: str | None) -> Iterator[_ReLURuleMode | None]:
+    """Apply a rectifier rule to every ReLU called inside the ``with`` block.
+
+    Args:
+        rule: ``"plain"``, ``"deconvnet"``, ``"guided"``, or ``None`` (no
+            interception at all: autograd's own ReLU backward, same as ``plain``).
+
+    Yields:
+        The active mode (``mode.calls`` counts the ReLUs it replaced) or ``None``.
+    """
+    if rule is None:
+        yield None
+        return
+    if rule not in RULES:
+        raise ValueError(f"unknown rectifier rule {rule!r}; use one of {RULES}")
+    mode = _ReLURuleMode(rule)
+    with mode:  # TorchFunctionMode.__exit__ pops the mode, also on error
+        yield mode
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the block and restore its training flag."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+# -- targets -------------------------------------------------------------------------
+
+TargetLike = int | str | LayerAddress | Sequence[int] | torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved attribution target.
+
+    Attributes:
+        address: the layer part (``logits`` for classes).
+        classes: ``(N,)`` class index per sample for class targets, else ``None``.
+    """
+
+    address: LayerAddress
+    classes: torch.Tensor | None = None
+
+    @property
+    def is_class(self) -> bool:
+        return self.classes is not None
+
+    def describe(self) -> str | list[int]:
+        if self.classes is not None:
+            values = [int(v) for v in self.classes]
+            return values[0] if len(set(values)) == 1 else values
+        return str(self.address)
+
+
+def resolve_target(model: nn.Module, target: TargetLike, n: int, predicted: torch.Tensor | None = None) -> Target:
+    """Turn a user target into a :class:`Target` for a batch of ``n`` inputs.
+
+    Raises:
+        AddressError: an address that does not exist, or names a whole layer.
+        ValueError: class indices out of range or a wrong number of them.
+    """
+    if target is None:
+        if predicted is None:
+            raise ValueError("target=None needs the predicted classes")
+        return Target(LayerAddress("logits"), predicted.long())
+    if isinstance(target, (str, LayerAddress)):
+        text = str(target)
+        if isinstance(target, str) and text.strip().lstrip("-").isdigit():
+            return resolve_target(model, int(text), n)
+        address = resolve_address(model, target)
+        if address.map_index is None:
+            raise AddressError(
+                f"target {text!r} names a whole layer; pick a map or unit, e.g. '{address.layer}:0' or a class number"
+            )
+        if address.layer in PSEUDO_LAYERS and address.position is None:
+            return Target(LayerAddress(address.layer), torch.full((n,), address.map_index, dtype=torch.long))
+        return Target(address)
+    classes = torch.as_tensor(target, dtype=torch.long).reshape(-1)
+    if classes.numel() == 1:
+        classes = classes.expand(n).clone()
+    if classes.numel() != n:
+        raise ValueError(f"got {classes.numel()} class targets for {n} inputs; give one class or one per input")
+    n_classes = getattr(model, "num_classes", None)
+    if n_classes is not None and (classes.min() < 0 or classes.max() >= n_classes):
+        raise ValueError(f"class target must be 0..{n_classes - 1}; got {classes.tolist()}")
+    return Target(LayerAddress("logits"), classes)
+
+
+def forward_to(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Outputs (with graph) of ``layers`` for ``inputs`` via the project's Probe;
+    the forward pass stops after the last one needed."""
+    with Probe(model, list(layers), stop_early=True) as probe:
+        return probe.run(inputs)
+
+
+def target_values(output: torch.Tensor, target: Target) -> torch.Tensor:
+    """Per-sample value ``(N,)`` of the target in a captured layer output: the
+    class logit / node / unit, or the mean of a map."""
+    if target.classes is not None:
+        return output.gather(1, target.classes.to(output.device)[:, None])[:, 0]
+    selected = select(output, target.address)
+    return selected.reshape(selected.shape[0], -1).mean(dim=1)
+
+
+@torch.no_grad()
+def predicted_classes(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """Arg-max class ``(N,)`` of ``model(inputs)``."""
+    with eval_mode(model):
+        return model(inputs).argmax(dim=1)
+
+
+# -- the base class --------------------------------------------------------------------
+
+
+class Attribution:
+    """Base class: one method, one verb, :meth:`attribute`.
+
+    Subclasses set ``name`` (the CLI/JSON name), ``title`` (for figures) and
+    ``signed`` (whether the map carries meaningful signs).
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    signed: ClassVar[bool] = True
+    gradient_based: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def attribute(self, inputs: torch.Tensor, target: TargetLike = None, **kwargs: Any) -> torch.Tensor:
+        """Attribution maps ``(N, C, H, W)`` for model inputs ``(N, C, H, W)``."""
+        raise NotImplementedError
+
+    # shared helpers ---------------------------------------------------------
+    def _check_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        if not isinstance(inputs, torch.Tensor):
+            raise TypeError("inputs must be a float tensor (N, C, H, W); use convscope.inference.to_input(model, images)")
+        if inputs.ndim == 3:
+            inputs = inputs[None]
+        if inputs.ndim != 4 or not inputs.is_floating_point():
+            raise ValueError(f"inputs must be a float tensor (N, C, H, W); got {inputs.dtype} {tuple(inputs.shape)}")
+        return inputs
+
+    def _target(self, inputs: torch.Tensor, target: TargetLike) -> Target:
+        predicted = predicted_classes(self.model, inputs) if target is None else None
+        return resolve_target(self.model, target, inputs.shape[0], predicted)
+
+    def _layer_for(self, target: Target) -> str:
+        return "logits" if target.address.layer in PSEUDO_LAYERS else target.address.layer
+
+    def _gradient(
+        self,
+        inputs: torch.Tensor,
+        target: Target,
+        rule: str | None,
+        *,
+        seed: str = "ones",
+    ) -> torch.Tensor:
+        """d(target)/d(inputs) ``(N, C, H, W)`` with ``rule`` at every ReLU.
+
+        ``seed``: ``"ones"`` — the gradient of the target value (mean of a map);
+        ``"activation"`` — Zeiler & Fergus: the kept map's own activations are
+        sent down (class logits are always seeded with 1); ``"max"`` — keep only
+        each map's single strongest unit, seeded with its activation.
+        """
+        x = inputs.detach().clone().requires_grad_(True)
+        layer = self._layer_for(target)
+        with eval_mode(self.model):
+            with relu_rule(rule):
+                output = forward_to(self.model, x, [layer])[layer]
+                if target.address.layer == "probabilities":
+                    output = torch.softmax(output, dim=1)
+            score = self._seeded_score(output, target, seed)
+            (grad,) = torch.autograd.grad(score.sum(), x)
+        return grad.detach()
+
+    @staticmethod
+    def _seeded_score(output: torch.Tensor, target: Target, seed: str) -> torch.Tensor:
+        if target.classes is not None or seed == "ones":
+            return target_values(output, target)
+        selected = select(output, target.address).reshape(output.shape[0], -1)
+        if seed == "activation":
+            # d/d(selected) of sum(selected * selected.detach()) is the activation itself
+            return (selected * selected.detach()).sum(dim=1)
+        if seed == "max":
+            strongest = selected.detach().argmax(dim=1, keepdim=True)
+            values = selected.gather(1, strongest)[:, 0]
+            return values * values.detach()
+        raise ValueError(f"unknown seed {seed!r}; use 'ones', 'activation' or 'max'")
+
+
+@dataclass
+class Explanation:
+    """One method's result for a batch, with what produced it.
+
+    Attributes:
+        method: method name (``"deconvnet"`` ...).
+        attributions: ``(N, C, H, W)`` maps in input resolution.
+        target: the target as given back in JSON (class or address).
+        signed: whether signs are meaningful (draw with a diverging colormap).
+        delta: IG convergence delta per sample ``(N,)`` or ``None``.
+        params: the parameters used.
+    """
+
+    method: str
+    attributions: torch.Tensor
+    target: Any
+    signed: bool
+    delta: torch.Tensor | None = None
+    params: dict[str, Any] = field(default_factory=dict)

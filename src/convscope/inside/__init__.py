@@ -1,0 +1,20 @@
+"""Look inside the network: activations, filters, predictions, class patterns,
+mistakes and top-k dataset examples. Engines only: tensors and dataclasses in and
+out; draw with :mod:`convscope.render.inside`."""
+
+from convscope.inside.activations import ImageActivations, image_activations, layer_activations, reference_scaling
+from convscope.inside.class_patterns import (
+    ClassComparison, Examples, Separation, class_separation, compare_classes, pattern_marks, pick_examples,
+)
+from convscope.inside.filters import FilterBank, conv_filters, conv_layers
+from convscope.inside.mistakes import Mistakes, select_mistakes
+from convscope.inside.predictions import Prediction, predict_images
+from convscope.inside.receptive_field import FieldGeometry, field_geometry, receptive_field
+from convscope.inside.topk import TopK, topk_examples, topk_layers
+
+__all__ = [
+    "ClassComparison", "Examples", "FieldGeometry", "FilterBank", "ImageActivations", "Mistakes", "Prediction",
+    "Separation", "TopK", "class_separation", "compare_classes", "conv_filters", "conv_layers", "field_geometry",
+    "image_activations", "layer_activations", "pattern_marks", "pick_examples", "predict_images", "receptive_field",
+    "reference_scaling", "select_mistakes", "topk_examples", "topk_layers",
+]

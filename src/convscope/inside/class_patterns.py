@@ -1,0 +1,330 @@
+"""Class patterns (reference §3): which map positions / dense nodes tell two classes apart.
+
+* :func:`pattern_marks` — for a few example images of classes A and B, the
+  positions active in every A image and in no B image (and the reverse), as in the
+  reference's side-by-side grids.
+* :func:`class_separation` — over a whole split: class-mean activation per
+  position and Cohen's d between the two classes, ranked.
+* :func:`pick_examples` — clear and ambiguous examples chosen from the model's
+  probabilities (the reference's test indices do not hold those digits in the real
+  MNIST file, so examples are selected from data + model instead).
+* :func:`compare_classes` — all of the above in one pass over the images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from convscope.address import resolve_address
+from convscope.inside.activations import layer_activations
+
+
+def pattern_marks(
+    acts_a: torch.Tensor, acts_b: torch.Tensor, *, threshold: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions active in all A and in no B, and the reverse.
+
+    Args:
+        acts_a: ``(nA, ...)`` activations of the class-A images (one layer).
+        acts_b: ``(nB, ...)`` activations of the class-B images.
+        threshold: a unit counts as active when its value is ``> threshold``
+            (0 for post-ReLU layers: any response).
+
+    Returns:
+        ``(a_only, b_only)`` boolean tensors of the per-image shape.
+    """
+    active_a, active_b = acts_a > threshold, acts_b > threshold
+    a_only = active_a.all(dim=0) & ~active_b.any(dim=0)
+    b_only = active_b.all(dim=0) & ~active_a.any(dim=0)
+    return a_only, b_only
+
+
+@dataclass(frozen=True)
+class Separation:
+    """How strongly each position / node of one layer separates class A from B.
+
+    Attributes:
+        layer: layer name.
+        class_a, class_b: the two classes.
+        class_means: ``(classes, ...)`` mean activation of every class (NaN where a
+            class has no images).
+        mean_a, mean_b, std_a, std_b: per-position statistics of the two classes.
+        cohens_d: ``(...)`` (mean_a − mean_b) / pooled std; 0 where both classes are
+            constant (e.g. a dead unit). Positive: stronger for A.
+        count_a, count_b: images per class.
+    """
+
+    layer: str
+    class_a: int
+    class_b: int
+    class_means: torch.Tensor
+    mean_a: torch.Tensor
+    mean_b: torch.Tensor
+    std_a: torch.Tensor
+    std_b: torch.Tensor
+    cohens_d: torch.Tensor
+    count_a: int
+    count_b: int
+
+    def ranking(self, top: int = 20) -> list[dict]:
+        """The ``top`` positions with the largest |d|, as JSON-ready rows (address, map,
+        row/col, d, both means, which class it favours), largest |d| first."""
+        flat = self.cohens_d.reshape(-1)
+        order = torch.sort(flat.abs(), descending=True, stable=True).indices[: max(0, top)]
+        shape = tuple(self.cohens_d.shape)
+        rows = []
+        for rank, index in enumerate(order.tolist(), start=1):
+            coords = np.unravel_index(index, shape)
+            map_index = int(coords[0])
+            entry = {"rank": rank, "map": map_index}
+            address = f"{self.layer}:{map_index}"
+            if len(shape) == 3:
+                entry["row"], entry["col"] = int(coords[1]), int(coords[2])
+                address += f"@{entry['row']},{entry['col']}"
+            d = float(flat[index])
+            entry.update(
+                address=address,
+                cohens_d=d,
+                mean_a=float(self.mean_a.reshape(-1)[index]),
+                mean_b=float(self.mean_b.reshape(-1)[index]),
+                favours=self.class_a if d > 0 else self.class_b,
+            )
+            rows.append(entry)
+        return rows
+
+
+def class_separation(
+    activations: torch.Tensor, labels: np.ndarray | torch.Tensor, class_a: int, class_b: int, *, layer: str = ""
+) -> Separation:
+    """Class means and Cohen's d between two classes for every position of a layer.
+
+    Args:
+        activations: ``(N, ...)`` one layer's activations for N images.
+        labels: ``(N,)`` true classes.
+        class_a, class_b: the classes to separate.
+        layer: name recorded in the result.
+
+    Raises:
+        ValueError: a class has fewer than 2 images, or the classes are equal.
+    """
+    if class_a == class_b:
+        raise ValueError(f"pick two different classes (got {class_a} twice)")
+    acts = activations.double()
+    labels_t = torch.as_tensor(np.array(labels, dtype=np.int64))
+    n_classes = max(int(labels_t.max()) + 1, class_a + 1, class_b + 1) if len(labels_t) else 10
+    counts = torch.bincount(labels_t, minlength=n_classes).double()
+    sums = torch.zeros((n_classes, *acts.shape[1:]), dtype=torch.float64).index_add_(0, labels_t, acts)
+    shape = (-1,) + (1,) * (acts.ndim - 1)
+    class_means = (sums / counts.reshape(shape)).float()  # NaN for empty classes
+    a, b = acts[labels_t == class_a], acts[labels_t == class_b]
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"need at least 2 images of each class; got {len(a)} of {class_a} and {len(b)} of {class_b}")
+    mean_a, mean_b = a.mean(0), b.mean(0)
+    var_a, var_b = a.var(0, unbiased=True), b.var(0, unbiased=True)
+    pooled = torch.sqrt(((len(a) - 1) * var_a + (len(b) - 1) * var_b) / (len(a) + len(b) - 2))
+    d = torch.where(pooled > 1e-12, (mean_a - mean_b) / pooled.clamp_min(1e-12), torch.zeros_like(pooled))
+    return Separation(
+        layer=layer, class_a=class_a, class_b=class_b, class_means=class_means,
+        mean_a=mean_a.float(), mean_b=mean_b.float(), std_a=var_a.sqrt().float(), std_b=var_b.sqrt().float(),
+        cohens_d=d.float(), count_a=len(a), count_b=len(b),
+    )
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Example images (indices into the split) chosen from the model's probabilities.
+
+    Attributes:
+        clear_a: true A, predicted A, largest log-probability margin over the runner-up first.
+        clear_b: the same for class B.
+        ambiguous_a: true A that the model still classifies as A, highest P(B) first
+            (the reference's "4s that look like 9s").
+        chosen_by: how they were chosen (for JSON / titles).
+    """
+
+    clear_a: list[int]
+    clear_b: list[int]
+    ambiguous_a: list[int]
+    chosen_by: str = "model"
+
+
+def _clear(probabilities: np.ndarray, labels: np.ndarray, cls: int, n: int) -> list[int]:
+    candidates = np.flatnonzero((labels == cls) & (probabilities.argmax(1) == cls))
+    if len(candidates) == 0:
+        return []
+    p = probabilities[candidates].astype(np.float64)
+    others = p.copy()
+    others[:, cls] = -np.inf
+    # log-margin: log P(cls) - log P(runner-up); unlike P(cls) it does not saturate at 1.0.
+    margin = np.log(np.maximum(p[:, cls], 1e-300)) - np.log(np.maximum(others.max(1), 1e-300))
+    order = np.argsort(-margin, kind="stable")[:n]
+    return [int(i) for i in candidates[order]]
+
+
+def pick_examples(
+    probabilities: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, class_a: int, class_b: int, n: int = 3
+) -> Examples:
+    """Choose ``n`` clear A, ``n`` clear B and ``n`` ambiguous A images.
+
+    Args:
+        probabilities: ``(N, classes)`` the model's softmax over a split.
+        labels: ``(N,)`` true classes.
+    """
+    probs = np.asarray(probabilities, dtype=np.float64)
+    labs = np.asarray(labels)
+    ambiguous = np.flatnonzero((labs == class_a) & (probs.argmax(1) == class_a))
+    order = np.argsort(-probs[ambiguous, class_b], kind="stable")[:n]
+    return Examples(
+        clear_a=_clear(probs, labs, class_a, n),
+        clear_b=_clear(probs, labs, class_b, n),
+        ambiguous_a=[int(i) for i in ambiguous[order]],
+    )
+
+
+@dataclass
+class LayerComparison:
+    """One layer in a class comparison.
+
+    Attributes:
+        layer: layer name.
+        acts_a, acts_b: ``(nA, ...)`` / ``(nB, ...)`` activations of the clear examples.
+        acts_ambiguous: ``(nAmb, ...)`` activations of the ambiguous A examples.
+        a_only, b_only: marks from :func:`pattern_marks` (clear examples).
+        separation: whole-split statistics.
+    """
+
+    layer: str
+    acts_a: torch.Tensor
+    acts_b: torch.Tensor
+    acts_ambiguous: torch.Tensor
+    a_only: torch.Tensor
+    b_only: torch.Tensor
+    separation: Separation
+
+
+@dataclass
+class ClassComparison:
+    """Result of :func:`compare_classes`.
+
+    Attributes:
+        class_a, class_b: the compared classes.
+        examples: the chosen image indices.
+        images: ``{index: (28, 28) uint8}`` for every example.
+        probabilities: ``{index: (classes,)}`` for every example.
+        labels: ``{index: true class}``.
+        layers: ``{layer: LayerComparison}``.
+        accuracy_note: how the examples were chosen.
+    """
+
+    class_a: int
+    class_b: int
+    examples: Examples
+    images: dict[int, np.ndarray]
+    probabilities: dict[int, torch.Tensor]
+    labels: dict[int, int]
+    layers: dict[str, LayerComparison] = field(default_factory=dict)
+
+    def to_dict(self, top: int = 20, split: str = "test") -> dict:
+        def describe(indices: Sequence[int]) -> list[dict]:
+            return [
+                {
+                    "image": f"{split}:{i}",
+                    "label": self.labels[i],
+                    "predicted": int(self.probabilities[i].argmax()),
+                    "probabilities": [round(float(p), 6) for p in self.probabilities[i]],
+                }
+                for i in indices
+            ]
+
+        return {
+            "class_a": self.class_a,
+            "class_b": self.class_b,
+            "examples_chosen_by": self.examples.chosen_by,
+            "clear_a": describe(self.examples.clear_a),
+            "clear_b": describe(self.examples.clear_b),
+            "ambiguous_a": describe(self.examples.ambiguous_a),
+            "layers": {
+                name: {
+                    "active_in_all_a_and_no_b": _mark_list(name, comp.a_only),
+                    "active_in_all_b_and_no_a": _mark_list(name, comp.b_only),
+                    "images_per_class": {str(self.class_a): comp.separation.count_a, str(self.class_b): comp.separation.count_b},
+                    "separating": comp.separation.ranking(top),
+                }
+                for name, comp in self.layers.items()
+            },
+        }
+
+
+def _mark_list(layer: str, mask: torch.Tensor) -> list[str]:
+    out = []
+    for coords in torch.nonzero(mask).tolist():
+        text = f"{layer}:{coords[0]}"
+        if len(coords) == 3:
+            text += f"@{coords[1]},{coords[2]}"
+        out.append(text)
+    return out
+
+
+def compare_classes(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    class_a: int,
+    class_b: int,
+    *,
+    layers: Sequence[str] = ("Conv2D_3", "Dense_1"),
+    n_examples: int = 3,
+    examples: Examples | None = None,
+    threshold: float = 0.0,
+    batch_size: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+) -> ClassComparison:
+    """Compare two classes in ``layers`` over a whole split (one forward pass).
+
+    Args:
+        model: the network.
+        images: uint8 ``(N, 28, 28)`` (e.g. the test split).
+        labels: ``(N,)`` true classes.
+        class_a, class_b: classes to compare (e.g. 4 and 9).
+        layers: layers to compare.
+        n_examples: clear examples per class and ambiguous A examples, when
+            ``examples`` is not given.
+        examples: explicit examples (indices into ``images``) instead of choosing.
+        threshold: "active" means ``> threshold`` for the marks.
+        batch_size: images per forward pass.
+        progress: optional ``progress(done, total)`` callback.
+    """
+    names = [resolve_address(model, layer).layer for layer in layers]
+    outputs = layer_activations(model, images, names + ["probabilities"], batch_size=batch_size, progress=progress)
+    probabilities = outputs.pop("probabilities")
+    labels_np = np.asarray(labels)
+    if examples is None:
+        examples = pick_examples(probabilities.numpy(), labels_np, class_a, class_b, n_examples)
+    every = list(dict.fromkeys(examples.clear_a + examples.clear_b + examples.ambiguous_a))
+    result = ClassComparison(
+        class_a=class_a,
+        class_b=class_b,
+        examples=examples,
+        images={i: np.asarray(images[i]) for i in every},
+        probabilities={i: probabilities[i] for i in every},
+        labels={i: int(labels_np[i]) for i in every},
+    )
+    for name in names:
+        acts = outputs[name]
+        acts_a, acts_b = acts[examples.clear_a], acts[examples.clear_b]
+        a_only, b_only = pattern_marks(acts_a, acts_b, threshold=threshold)
+        result.layers[name] = LayerComparison(
+            layer=name,
+            acts_a=acts_a,
+            acts_b=acts_b,
+            acts_ambiguous=acts[examples.ambiguous_a],
+            a_only=a_only,
+            b_only=b_only,
+            separation=class_separation(acts, labels_np, class_a, class_b, layer=name),
+        )
+    return result

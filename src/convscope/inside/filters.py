@@ -1,0 +1,61 @@
+"""Raw convolution kernels of a layer (engine: returns tensors).
+
+Draw with :func:`convscope.render.inside.kernel_grid_figure`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from convscope.address import AddressError, find_module, layer_names, parse_address
+
+
+@dataclass(frozen=True)
+class FilterBank:
+    """The kernels of one convolution.
+
+    Attributes:
+        layer: the layer name the user gave (e.g. ``"Conv2D_2"``).
+        weights: ``(out, in, kh, kw)`` float32 CPU copy of the kernels.
+        bias: ``(out,)`` float32 or ``None``.
+    """
+
+    layer: str
+    weights: torch.Tensor
+    bias: torch.Tensor | None
+
+    @property
+    def limit(self) -> float:
+        """Largest absolute weight: the symmetric colour scale is ``[-limit, limit]``."""
+        return float(self.weights.abs().max()) if self.weights.numel() else 0.0
+
+
+def conv_layers(model: nn.Module) -> list[str]:
+    """Names of the top-level layers that are, or contain, a ``nn.Conv2d``."""
+    names = []
+    for name, child in model.named_children():
+        if isinstance(child, nn.Conv2d) or any(isinstance(m, nn.Conv2d) for m in child.modules()):
+            names.append(name)
+    return names
+
+
+def conv_filters(model: nn.Module, layer: str) -> FilterBank:
+    """The kernels of ``layer`` (a ``nn.Conv2d`` or a block holding exactly one).
+
+    Raises:
+        AddressError: unknown layer, or a layer without a convolution (lists the conv layers).
+    """
+    name = parse_address(layer).layer
+    module = find_module(model, name)
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    if len(convs) != 1:
+        valid = ", ".join(conv_layers(model)) or "none"
+        what = "no convolution" if not convs else f"{len(convs)} convolutions"
+        raise AddressError(f"{name} has {what}; layers with kernels: {valid} (all layers: {', '.join(layer_names(model))})")
+    conv = convs[0]
+    weights = conv.weight.detach().float().cpu().clone()
+    bias = conv.bias.detach().float().cpu().clone() if conv.bias is not None else None
+    return FilterBank(layer=name, weights=weights, bias=bias)

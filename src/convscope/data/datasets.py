@@ -46,11 +46,17 @@ def _load_split_cached(folder: str, dataset: str, split: str) -> Split:
     image_name, label_name = SPLIT_FILES[split]
     image_path = file_in(Path(folder), image_name)
     label_path = file_in(Path(folder), label_name)
-    assert image_path is not None and label_path is not None
+    for base_name, path in ((image_name, image_path), (label_name, label_path)):
+        if path is None:
+            raise DatasetError(f"{Path(folder) / base_name} (or .gz) disappeared while loading; fetch the data again")
     images = read_idx(image_path)
     labels = read_idx(label_path)
     if images.ndim != 3:
         raise IdxError(f"{image_path}: expected a 3-d image array (N, H, W), found shape {images.shape}")
+    if images.shape[1:] != (28, 28):
+        raise IdxError(f"{image_path}: expected 28×28 images, found {images.shape[1]}×{images.shape[2]}")
+    if images.dtype != np.uint8:
+        raise IdxError(f"{image_path}: expected uint8 pixels (IDX type 0x08), found {images.dtype}")
     if labels.ndim != 1:
         raise IdxError(f"{label_path}: expected a 1-d label array, found shape {labels.shape}")
     if len(images) != len(labels):
@@ -58,8 +64,9 @@ def _load_split_cached(folder: str, dataset: str, split: str) -> Split:
             f"{image_path} holds {len(images)} images but {label_path} holds {len(labels)} labels; "
             "the two files do not belong together"
         )
-    if labels.size and labels.max() > 9:
-        raise DatasetError(f"{label_path}: label {int(labels.max())} is outside 0..9")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        bad = int(labels.max()) if labels.max() > 9 else int(labels.min())
+        raise DatasetError(f"{label_path}: label {bad} is outside 0..9")
     images.setflags(write=False)
     labels = labels.astype(np.int64)
     labels.setflags(write=False)

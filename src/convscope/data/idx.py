@@ -10,6 +10,7 @@ import gzip
 import io
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +32,27 @@ def read_idx_bytes(path: str | os.PathLike) -> bytes:
         FileNotFoundError: no such file.
     """
     path = Path(path)
-    raw = path.read_bytes()
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            raise IdxError(f"{path}: corrupt or truncated gzip data ({exc}); delete it and fetch it again") from exc
-    return raw
+    try:
+        raw = path.read_bytes()
+    except IsADirectoryError as exc:
+        raise IdxError(f"{path} is a folder, not an IDX file") from exc
+    return decompress_if_gzip(raw, str(path))
+
+
+def decompress_if_gzip(raw: bytes, source: str = "<bytes>") -> bytes:
+    """``raw`` decompressed when it starts with the gzip magic, else unchanged.
+
+    Raises:
+        IdxError: the gzip stream is corrupt or truncated; names ``source``.
+    """
+    if raw[:2] != _GZIP_MAGIC:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; bad deflate data is zlib.error
+        raise IdxError(
+            f"{source}: corrupt or truncated gzip data ({exc or type(exc).__name__}); delete it and fetch it again"
+        ) from exc
 
 
 def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:

@@ -46,7 +46,11 @@ def preprocess(
     """
     if method not in PREPROCESSING:
         raise ValueError(f"unknown preprocessing {method!r}; use one of {PREPROCESSING}")
-    tensor = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    if not isinstance(images, torch.Tensor):
+        images = np.asarray(images)
+        if not images.flags.writeable:  # dataset arrays are read-only; torch warns on those
+            images = images.copy()
+    tensor = torch.as_tensor(images)
     if tensor.ndim == 2:
         tensor = tensor[None]
     if tensor.ndim == 3:

@@ -8,12 +8,18 @@ Search order (first directory that holds all four files wins):
    holding ``mnist/`` / ``fashion-mnist/``);
 3. system copies (Debian's ``/usr/share/datasets/fashion-mnist``);
 4. the user cache, ``$XDG_CACHE_HOME/convscope/<dataset>`` (``~/.cache/...``);
-5. otherwise download into the user cache from the public mirrors, verified
-   against the canonical SHA-256 of the decompressed content.
+5. otherwise download into the user cache from the public mirrors (or
+   ``$CONVSCOPE_MIRRORS``), verified against the canonical SHA-256 of the
+   decompressed content.
+
+MNIST and Fashion-MNIST share file names, so a folder found by name is also
+identified by the hash of its small test-label file: a folder holding one dataset
+is never used as the other.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,8 +70,19 @@ DATASETS: dict[str, DatasetInfo] = {
     ),
     "fashion-mnist": DatasetInfo(
         name="fashion-mnist",
-        sha256={},  # filled in by the helper below when known; verified by size/format otherwise
-        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        # SHA-256 of the decompressed files; the same bytes as Zalando's official
+        # gzips (whose MD5s torchvision checks) and as Debian's dataset-fashion-mnist
+        # package, which recompressed them (so hashing the .gz would not work).
+        sha256={
+            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        },
+        mirrors=(
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        ),
         system_dirs=("/usr/share/datasets/fashion-mnist",),
         class_names=(
             "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -73,6 +90,10 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
     ),
 }
+
+
+MIRRORS_ENV = "CONVSCOPE_MIRRORS"
+IDENTITY_FILE = "t10k-labels-idx1-ubyte"  # small; its hash tells MNIST from Fashion-MNIST
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -95,6 +116,14 @@ def cache_dir(dataset: str) -> Path:
     return Path(base) / "convscope" / dataset_info(dataset).name
 
 
+def mirrors_for(info: DatasetInfo) -> tuple[str, ...]:
+    """Base URLs to download ``info`` from: ``$CONVSCOPE_MIRRORS`` (comma- or
+    space-separated, e.g. a local proxy) when set, else the public mirrors."""
+    env = os.environ.get(MIRRORS_ENV, "").replace(",", " ").split()
+    mirrors = tuple(env) if env else info.mirrors
+    return tuple(m if m.endswith("/") else m + "/" for m in mirrors)
+
+
 def file_in(folder: Path, base_name: str) -> Path | None:
     """The file ``base_name`` (raw or ``.gz``) inside ``folder``, or ``None``."""
     for candidate in (folder / base_name, folder / f"{base_name}.gz"):
@@ -105,6 +134,69 @@ def file_in(folder: Path, base_name: str) -> Path | None:
 
 def _has_all(folder: Path, info: DatasetInfo) -> bool:
     return folder.is_dir() and all(file_in(folder, name) is not None for name in info.files)
+
+
+def identify_folder(folder: str | os.PathLike) -> str | None:
+    """Which known dataset a folder holds, judged by the SHA-256 of its small test-label
+    file (MNIST and Fashion-MNIST use the same file names).
+
+    Returns:
+        ``"mnist"`` / ``"fashion-mnist"``; ``"unknown"`` for IDX files of neither
+        (e.g. your own data in MNIST format, or a damaged file); ``None`` when the
+        file is absent.
+    """
+    path = file_in(Path(folder), IDENTITY_FILE)
+    if path is None:
+        return None
+    from convscope.data.idx import IdxError, read_idx_bytes
+
+    try:
+        digest = hashlib.sha256(read_idx_bytes(path)).hexdigest()
+    except (IdxError, OSError):
+        return "unknown"
+    for name, info in DATASETS.items():
+        if info.sha256.get(IDENTITY_FILE) == digest:
+            return name
+    return "unknown"
+
+
+@dataclass(frozen=True)
+class FolderCheck:
+    """One searched folder and why it was or was not used.
+
+    Attributes:
+        origin: ``"--data-dir"``, ``"CONVSCOPE_DATA"``, ``"system"`` or ``"cache"``.
+        folder: the folder.
+        missing: IDX files (base names) not found there, raw or ``.gz``.
+        holds: what :func:`identify_folder` says the folder holds.
+        dataset: the dataset searched for.
+        usable: all files present and not another known dataset.
+    """
+
+    origin: str
+    folder: Path
+    missing: tuple[str, ...]
+    holds: str | None
+    dataset: str = "mnist"
+
+    @property
+    def usable(self) -> bool:
+        return not self.missing and self.holds in (None, "unknown", self.dataset)
+
+    @property
+    def reason(self) -> str:
+        """A few words on why the folder is (not) used."""
+        if not self.folder.is_dir():
+            return "no such folder"
+        if len(self.missing) == 4:
+            return "no IDX files"
+        if self.missing:
+            return "missing " + ", ".join(self.missing)
+        if self.holds not in (None, "unknown", self.dataset):
+            return f"holds {self.holds}, not {self.dataset}"
+        if self.holds == "unknown":
+            return "all files present (content not one of the known datasets)"
+        return "all files present"
 
 
 def candidate_dirs(dataset: str, data_dir: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
@@ -124,6 +216,20 @@ def candidate_dirs(dataset: str, data_dir: str | os.PathLike | None = None) -> l
     return found
 
 
+def check_folder(origin: str, folder: Path, dataset: str) -> FolderCheck:
+    """Inspect one folder for ``dataset`` (cheap: file names + the 10 kB test labels)."""
+    info = dataset_info(dataset)
+    missing = tuple(name for name in info.files if file_in(folder, name) is None) if folder.is_dir() else info.files
+    holds = identify_folder(folder) if not missing else None
+    return FolderCheck(origin, folder, missing, holds, info.name)
+
+
+def search(dataset: str = "mnist", data_dir: str | os.PathLike | None = None) -> list[FolderCheck]:
+    """Every folder searched for ``dataset`` in order, with what was found there
+    (``convscope data where`` prints this)."""
+    return [check_folder(origin, folder, dataset) for origin, folder in candidate_dirs(dataset, data_dir)]
+
+
 def locate(dataset: str = "mnist", data_dir: str | os.PathLike | None = None, *, download: bool = True) -> Path:
     """Return a folder holding all four IDX files of ``dataset``.
 
@@ -138,11 +244,17 @@ def locate(dataset: str = "mnist", data_dir: str | os.PathLike | None = None, *,
             the message says where to put the files.
     """
     info = dataset_info(dataset)
-    candidates = candidate_dirs(dataset, data_dir)
-    for origin, folder in candidates:
-        if _has_all(folder, info):
-            return folder
+    checks = search(info.name, data_dir)
+    for check in checks:
+        if check.usable:
+            return check.folder
     if data_dir is not None:
+        wrong = [c for c in checks if not c.missing and not c.usable]
+        if wrong:
+            raise DataNotFoundError(
+                f"{wrong[0].folder} holds the {wrong[0].holds} files, not {info.name}; "
+                f"point --data-dir at a folder with the {info.name} IDX files (or choose --dataset {wrong[0].holds})"
+            )
         raise DataNotFoundError(
             f"{data_dir} does not hold the {info.name} IDX files ({', '.join(info.files)}, raw or .gz); "
             "point --data-dir at the folder that holds them"
@@ -155,11 +267,13 @@ def locate(dataset: str = "mnist", data_dir: str | os.PathLike | None = None, *,
             download_dataset(info, target)
             return target
         except DownloadError as exc:
-            reason = f" Download failed: {exc}"
+            reason = f" Download failed: {exc}."
     else:
-        reason = ""
-    searched = "; ".join(f"{folder} ({origin})" for origin, folder in candidates)
+        reason = " Downloading was not allowed."
+    searched = "; ".join(f"{c.folder} ({c.origin}: {c.reason})" for c in checks)
     raise DataNotFoundError(
-        f"could not find the {info.name} files ({', '.join(f + '.gz' for f in info.files)}). Searched: {searched}.{reason} "
-        f"Put the four files into {target}, or pass --data-dir FOLDER, or set CONVSCOPE_DATA=FOLDER."
+        f"could not find the {info.name} files and could not download them. Searched: {searched}.{reason} "
+        f"Fix: put the four files ({', '.join(f + '.gz' for f in info.files)}) into {target}, "
+        f"or pass --data-dir FOLDER, or set CONVSCOPE_DATA=FOLDER "
+        f"(run `convscope data where --dataset {info.name}` to see the search)."
     )

@@ -1,0 +1,247 @@
+"""Attribution figures: input / map / overlay, all ten classes on one scale, a
+side-by-side comparison of methods, and the sanity-check figure.
+
+Inputs are drawn as they are — single-channel grayscale, pixelated
+(``interpolation="nearest"``). Signed maps use a diverging colormap centred on
+0 (red = raises the target, blue = lowers it); unsigned maps (Grad-CAM) use a
+sequential one. Renderers never run a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib import colors
+from matplotlib.figure import Figure
+
+SIGNED_CMAP = "RdBu_r"
+UNSIGNED_CMAP = "inferno"
+
+
+def _as_map(values) -> np.ndarray:
+    """``(H, W)`` float array from a ``(C, H, W)`` / ``(1, H, W)`` / ``(H, W)`` tensor or array
+    (channels are summed)."""
+    array = values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
+    array = array.astype(np.float64)
+    while array.ndim > 2:
+        array = array.sum(axis=0)
+    return array
+
+
+def _as_image(image) -> np.ndarray:
+    array = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    return array.reshape(array.shape[-2:])
+
+
+def _scale(maps: Sequence[np.ndarray], signed: bool) -> tuple[float, float]:
+    peak = max((float(np.abs(m).max()) for m in maps), default=0.0) or 1.0
+    if signed:
+        return -peak, peak
+    low = min(float(m.min()) for m in maps)
+    return (min(0.0, low), peak)
+
+
+def _show_input(ax, image: np.ndarray, title: str) -> None:
+    ax.imshow(image, cmap="gray", interpolation="nearest", vmin=0 if image.dtype == np.uint8 else None,
+              vmax=255 if image.dtype == np.uint8 else None)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _show_map(ax, values: np.ndarray, signed: bool, vmin: float, vmax: float, title: str):
+    cmap = SIGNED_CMAP if signed else UNSIGNED_CMAP
+    artist = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return artist
+
+
+def overlay_rgba(values: np.ndarray, signed: bool, vmin: float, vmax: float, max_alpha: float = 0.85) -> np.ndarray:
+    """RGBA heatmap whose opacity grows with ``|value|`` (so the digit shows where
+    the attribution is weak)."""
+    cmap = plt.get_cmap(SIGNED_CMAP if signed else UNSIGNED_CMAP)
+    norm = colors.Normalize(vmin=vmin, vmax=vmax)
+    rgba = cmap(norm(values))
+    reach = max(abs(vmin), abs(vmax)) or 1.0
+    rgba[..., 3] = np.clip(np.abs(values) / reach, 0, 1) * max_alpha
+    return rgba
+
+
+def _show_overlay(ax, image: np.ndarray, values: np.ndarray, signed: bool, vmin: float, vmax: float, title: str) -> None:
+    _show_input(ax, image, title)
+    ax.imshow(overlay_rgba(values, signed, vmin, vmax), interpolation="nearest")
+
+
+def explanation_figure(
+    image,
+    attribution,
+    *,
+    signed: bool = True,
+    method_title: str = "attribution",
+    target_text: str = "",
+    image_title: str = "input",
+    note: str = "",
+) -> Figure:
+    """Three panels: the input (grayscale), the map with its colourbar, and the map
+    over the input.
+
+    Args:
+        image: ``(28, 28)`` uint8 input (or a float model input).
+        attribution: ``(C, H, W)`` / ``(H, W)`` map.
+        signed: diverging colormap centred on 0, else sequential.
+        method_title: method name for the titles.
+        target_text: what was explained, e.g. ``"class 4"`` or ``"Conv2D_3:56"``.
+        image_title: title of the input panel (source, label, prediction).
+        note: an extra line under the title (e.g. the IG delta).
+    """
+    img, values = _as_image(image), _as_map(attribution)
+    vmin, vmax = _scale([values], signed)
+    fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.6), layout="constrained")
+    _show_input(axes[0], img, image_title)
+    artist = _show_map(axes[1], values, signed, vmin, vmax, method_title)
+    fig.colorbar(artist, ax=axes[1], fraction=0.046, pad=0.04,
+                 label="attribution (red +, blue −)" if signed else "attribution")
+    _show_overlay(axes[2], img, values, signed, vmin, vmax, "overlay on input")
+    title = f"{method_title} — {target_text}" if target_text else method_title
+    fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=11)
+    return fig
+
+
+def all_classes_figure(
+    image,
+    attributions,
+    *,
+    probabilities: Sequence[float] | None = None,
+    signed: bool = True,
+    method_title: str = "attribution",
+    image_title: str = "input",
+    label: int | None = None,
+) -> Figure:
+    """The input and one map per class (0–9) side by side on ONE shared colour
+    scale, so the maps can be compared directly.
+
+    Args:
+        image: ``(28, 28)`` input.
+        attributions: ``(10, C, H, W)`` / ``(10, H, W)`` maps, class k in row k.
+        probabilities: ``(10,)`` softmax outputs, shown in the panel titles.
+        signed: diverging colormap centred on 0, else sequential.
+        label: true class (marked in the titles), if known.
+    """
+    img = _as_image(image)
+    maps = [_as_map(a) for a in attributions]
+    vmin, vmax = _scale(maps, signed)
+    predicted = int(np.argmax(probabilities)) if probabilities is not None else None
+    fig = plt.figure(figsize=(13.5, 3.4), layout="constrained")
+    grid = fig.add_gridspec(2, 7, width_ratios=[1.6, 1, 1, 1, 1, 1, 0.08])
+    _show_input(fig.add_subplot(grid[:, 0]), img, image_title)
+    artist = None
+    for k, values in enumerate(maps):
+        ax = fig.add_subplot(grid[k // 5, 1 + k % 5])
+        title = f"class {k}"
+        if probabilities is not None:
+            title += f"  p={float(probabilities[k]):.3f}"
+        artist = _show_map(ax, values, signed, vmin, vmax, title)
+        if k == predicted:
+            ax.set_title(title + " ◀", fontsize=9, color="tab:green", fontweight="bold")
+        if label is not None and k == label:
+            for spine in ax.spines.values():
+                spine.set_edgecolor("tab:orange")
+                spine.set_linewidth(2.5)
+    if artist is not None:
+        fig.colorbar(artist, cax=fig.add_subplot(grid[:, 6]), label="shared scale")
+    legend = "green ◀ = predicted"
+    if label is not None:
+        legend += ", orange frame = true label"
+    fig.suptitle(f"{method_title} for every class, one shared colour scale ({legend})", fontsize=11)
+    return fig
+
+
+def methods_figure(
+    image,
+    maps: Mapping[str, tuple[object, bool]],
+    *,
+    image_title: str = "input",
+    target_text: str = "",
+) -> Figure:
+    """The input and several methods side by side: ``maps = {title: (map, signed)}``.
+    Each method has its own symmetric scale (their units differ); top row the map,
+    bottom row the overlay."""
+    img = _as_image(image)
+    n = len(maps)
+    fig, axes = plt.subplots(2, n + 1, figsize=(2.3 * (n + 1), 4.9), layout="constrained", squeeze=False)
+    _show_input(axes[0, 0], img, image_title)
+    axes[1, 0].axis("off")
+    for i, (title, (values, signed)) in enumerate(maps.items(), start=1):
+        array = _as_map(values)
+        vmin, vmax = _scale([array], signed)
+        artist = _show_map(axes[0, i], array, signed, vmin, vmax, title)
+        fig.colorbar(artist, ax=axes[0, i], fraction=0.046, pad=0.03)
+        _show_overlay(axes[1, i], img, array, signed, vmin, vmax, "overlay")
+    fig.suptitle("attribution methods" + (f" — {target_text}" if target_text else ""), fontsize=11)
+    return fig
+
+
+def sanity_figure(result, *, image=None, image_index: int = 0, image_title: str = "input") -> Figure:
+    """The cascading randomisation test: similarity curves (Spearman of |attr|, SSIM)
+    per method, and every method's |map| for one image at every stage (each map
+    scaled to its own peak: the test is about structure, not size).
+
+    Args:
+        result: a :class:`convscope.explain.sanity.SanityResult`.
+        image: the ``(28, 28)`` input of ``image_index`` (drawn at the row starts).
+        image_index: which image's maps to show.
+    """
+    stages = result.stages
+    labels = ["trained"] + [f"+{name}" for name in stages[1:]]
+    methods = result.methods
+    fig = plt.figure(figsize=(max(10.0, 1.45 * (len(stages) + 1)), 3.6 + 1.45 * len(methods)), layout="constrained")
+    outer = fig.add_gridspec(2, 1, height_ratios=[3.2, 1.45 * len(methods)])
+    top = outer[0].subgridspec(1, 2)
+    x = np.arange(len(stages))
+    for col, (metric, values, name) in enumerate(
+        [("spearman", result.spearman, "Spearman rank correlation of |attribution|"), ("ssim", result.ssim, "SSIM")]
+    ):
+        ax = fig.add_subplot(top[0, col])
+        for method in methods:
+            ax.plot(x, values[method], "o-", label=method)
+        ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+        lowest = min(min(v) for v in values.values())
+        ax.set_ylim(min(0.0, lowest) - 0.05, 1.05)
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set(ylabel="similarity to trained-model map", title=name,
+               xlabel="layers randomised (cumulative, from the top)")
+        ax.grid(alpha=0.3)
+        if col == 0:
+            ax.legend(fontsize=8, loc="lower left", ncols=2)
+    bottom = outer[1].subgridspec(len(methods), len(stages) + 1)
+    for row, method in enumerate(methods):
+        stack = result.maps[method][:, image_index]
+        magnitudes = [np.abs(_as_map(s)) for s in stack]
+        for col in range(len(stages) + 1):
+            ax = fig.add_subplot(bottom[row, col])
+            if col == 0:
+                if image is not None:
+                    _show_input(ax, _as_image(image), "")
+                else:
+                    ax.axis("off")
+                ax.set_ylabel(method, fontsize=9)
+                if row == 0:
+                    ax.set_title(image_title, fontsize=8)
+                continue
+            # each stage scaled to its own peak: the test asks about structure, not size
+            values = magnitudes[col - 1]
+            ax.imshow(values, cmap="magma", vmin=0, vmax=float(values.max()) or 1.0, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(labels[col - 1], fontsize=8)
+    fig.suptitle(
+        "Sanity check: cascading randomisation of the layers from the top (Adebayo et al. 2018)\n"
+        "a method that explains the network should lose similarity as its layers are destroyed",
+        fontsize=11,
+    )
+    return fig

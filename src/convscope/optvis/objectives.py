@@ -41,6 +41,25 @@ class Objective:
     fn: ScoreFn
     layers: tuple[str, ...]
     name: str
+    #: For objectives that hold per-member data (``channels``, ``class_logits``):
+    #: ``members(index)`` returns the objective restricted to batch members
+    #: ``index`` (a 1-D LongTensor). ``None`` means every member is scored alike.
+    members: "Callable[[torch.Tensor], Objective] | None" = None
+
+    @property
+    def batched(self) -> bool:
+        """True when members score different things (``subset`` re-indexes them)."""
+        return self.members is not None
+
+    def subset(self, index: torch.Tensor | Sequence[int]) -> "Objective":
+        """The objective for batch members ``index`` only (in that order).
+
+        The ascent engine calls this when it removes frozen (converged or dead)
+        members from the batch, so batched objectives stay aligned.
+        """
+        if self.members is None:
+            return self
+        return self.members(torch.as_tensor(index, dtype=torch.long))
 
     def score(self, activations: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
         """Score from already-captured activations: ``(N,)``."""
@@ -58,7 +77,10 @@ class Objective:
     def __add__(self, other: "Objective | float") -> "Objective":
         other = _lift(other)
         return Objective(
-            lambda a, x: self.fn(a, x) + other.fn(a, x), _merge(self.layers, other.layers), f"{self.name} + {other.name}"
+            lambda a, x: self.fn(a, x) + other.fn(a, x),
+            _merge(self.layers, other.layers),
+            f"{self.name} + {other.name}",
+            _combine_members(self, other, lambda p, q: p + q),
         )
 
     def __radd__(self, other: float) -> "Objective":
@@ -79,15 +101,23 @@ class Objective:
                 lambda a, x: self.fn(a, x) * factor.fn(a, x),
                 _merge(self.layers, factor.layers),
                 f"({self.name}) * ({factor.name})",
+                _combine_members(self, factor, lambda p, q: p * q),
             )
         value = float(factor)
-        return Objective(lambda a, x: value * self.fn(a, x), self.layers, f"{value:g} * {self.name}")
+        members = None if self.members is None else (lambda index: value * self.subset(index))
+        return Objective(lambda a, x: value * self.fn(a, x), self.layers, f"{value:g} * {self.name}", members)
 
     def __rmul__(self, factor: float) -> "Objective":
         return self * factor
 
     def __truediv__(self, divisor: float) -> "Objective":
         return self * (1.0 / float(divisor))
+
+
+def _combine_members(first: Objective, second: Objective, combine) -> "Callable[[torch.Tensor], Objective] | None":
+    if first.members is None and second.members is None:
+        return None
+    return lambda index: combine(first.subset(index), second.subset(index))
 
 
 def _merge(a: Sequence[str], b: Sequence[str]) -> tuple[str, ...]:
@@ -155,7 +185,9 @@ def channels(layer_name: str, map_indices: torch.Tensor | Sequence[int]) -> Obje
         picked = out[torch.arange(out.shape[0], device=out.device), idx]
         return _spatial_mean(picked)
 
-    return Objective(fn, (layer_name,), f"{layer_name}:[{len(indices)} maps]")
+    return Objective(
+        fn, (layer_name,), f"{layer_name}:[{len(indices)} maps]", lambda keep: channels(layer_name, indices[keep])
+    )
 
 
 def layer(layer_name: str, weights: torch.Tensor | Sequence[float] | None = None, *, power: float = 1.0) -> Objective:
@@ -192,7 +224,7 @@ def class_logits(class_indices: torch.Tensor | Sequence[int]) -> Objective:
         logits = a["logits"]
         return logits[torch.arange(logits.shape[0], device=logits.device), indices.to(logits.device)]
 
-    return Objective(fn, ("logits",), f"logits:[{len(indices)} classes]")
+    return Objective(fn, ("logits",), f"logits:[{len(indices)} classes]", lambda keep: class_logits(indices[keep]))
 
 
 def direction(layer_name: str, vector: torch.Tensor | Sequence[float]) -> Objective:

@@ -70,6 +70,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<config>") -> "ModelConfig":
+        if not isinstance(data, dict):
+            raise ModelFileError(f"{source}: expected a JSON object, found {type(data).__name__}; not a convscope model config")
         known = {f.name for f in dataclasses.fields(cls)}
         missing = [name for name in ("architecture", "layer_names") if name not in data]
         if missing:
@@ -116,6 +118,27 @@ def shipped_model_path() -> Path:
     return Path(str(resources.files("convscope") / "shipped" / SHIPPED_NAME))
 
 
+def _check_config_fits(config: ModelConfig, model: ConvscopeModel, config_path: Path) -> None:
+    """Refuse a config whose recorded facts contradict its architecture."""
+    from convscope.data.preprocess import PREPROCESSING
+
+    problems = []
+    if config.layer_names != model.layer_names:
+        problems.append(f"layer_names {config.layer_names} ≠ {config.architecture}'s {model.layer_names}")
+    try:
+        input_shape = [int(v) for v in config.input_shape]
+    except (TypeError, ValueError):
+        input_shape = config.input_shape
+    if input_shape != list(model.input_shape):
+        problems.append(f"input_shape {config.input_shape!r} ≠ {list(model.input_shape)}")
+    if config.preprocessing not in PREPROCESSING:
+        problems.append(f"preprocessing {config.preprocessing!r} is not one of {PREPROCESSING}")
+    if not isinstance(config.class_names, list) or len(config.class_names) != model.num_classes:
+        problems.append(f"class_names {config.class_names!r} do not name {model.num_classes} outputs")
+    if problems:
+        raise ModelFileError(f"{config_path} does not match architecture {config.architecture!r}: " + "; ".join(problems))
+
+
 def load_model(
     path: str | os.PathLike | None = None,
     *,
@@ -159,9 +182,12 @@ def load_model(
     except (SafetensorError, Exception) as exc:  # safetensors raises several types for corrupt headers
         raise ModelFileError(f"{weights_path}: not a readable safetensors file ({exc})") from exc
     try:
+        if not isinstance(config.architecture, str):
+            raise ValueError(f"architecture must be a name, not {config.architecture!r}")
         model = build_model(config.architecture)
     except ValueError as exc:
         raise ModelFileError(f"{config_path}: {exc}") from exc
+    _check_config_fits(config, model, config_path)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -175,6 +201,12 @@ def load_model(
         if wrong:
             details.append("wrong shapes " + ", ".join(f"{k} {tuple(state[k].shape)}≠{tuple(expected[k].shape)}" for k in wrong))
         raise ModelFileError(f"{weights_path} does not fit architecture {config.architecture!r}: " + "; ".join(details))
+    bad_dtype = [k for k, v in state.items() if not v.is_floating_point()]
+    if bad_dtype:
+        raise ModelFileError(f"{weights_path}: tensors {bad_dtype} are not floating point; not convscope weights")
+    not_finite = [k for k, v in state.items() if not bool(torch.isfinite(v).all())]
+    if not_finite:
+        raise ModelFileError(f"{weights_path}: tensors {not_finite} hold NaN or infinite values")
     model.load_state_dict(state)
     model.config = config
     model.eval()

@@ -1,0 +1,193 @@
+"""Three ways to apply a fixed-input-size model (28×28) to a large image.
+
+Every way returns the objective's value and its gradient with respect to the
+whole image ``(1, 1, H, W)``:
+
+* ``"downscale"`` — the reference: resize the whole image to the model's input
+  size (bicubic, antialiased) and run the full model on it; the gradient flows
+  back through the resize. Dream patterns appear at the scale of the image.
+* ``"tiles"`` — cut the image into input-size tiles (28×28), feed them as one
+  batch (in bounded chunks, so a 4000×3000 photo works), sum the gradients back
+  into place. The caller rolls the image randomly each step, so the seams move
+  and do not persist. Works for any objective (dense layers, logits too).
+* ``"fullconv"`` — run only the convolutional/pool layers on the whole image
+  (the :class:`~convscope.probe.Probe` stops the forward pass at the objective's
+  deepest layer): no tiles, no seams, one pass. Valid only when every layer the
+  objective reads is a conv/pool layer (its output has maps); otherwise
+  :class:`TilingError` says so.
+
+All three feed the image as it is: the caller keeps the image in the model's
+preprocessed (per-image standardised) space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convscope.address import PSEUDO_LAYERS, layer_output_shapes
+from convscope.optvis.objectives import Objective
+from convscope.probe import Probe
+
+TILINGS = ("downscale", "tiles", "fullconv")
+
+#: default number of 28×28 tiles per forward/backward chunk (≈ 60 MB of activations
+#: for Model A); bounds memory for very large photos.
+DEFAULT_TILE_BATCH = 512
+
+
+class TilingError(ValueError):
+    """A tiling that cannot be used with this objective or image."""
+
+
+def model_input_size(model: nn.Module) -> tuple[int, int]:
+    """``(H, W)`` of the model's input (28×28 for the MNIST models)."""
+    shape = tuple(getattr(model, "input_shape", (1, 28, 28)))
+    return int(shape[-2]), int(shape[-1])
+
+
+def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize of ``(N, C, H, W)`` to ``size = (H', W')``, antialiased when
+    shrinking (as PIL's bicubic). Differentiable. Returns the input unchanged when
+    the size already matches."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(image.shape[-2:]) == size:
+        return image
+    shrinking = size[0] < image.shape[-2] or size[1] < image.shape[-1]
+    return F.interpolate(image, size=size, mode="bicubic", align_corners=False, antialias=shrinking)
+
+
+def check_tiling(model: nn.Module, objective: Objective, tiling: str) -> None:
+    """Raise :class:`TilingError` when ``tiling`` is unknown or cannot serve ``objective``.
+
+    ``fullconv`` needs every layer the objective reads to be a conv/pool layer
+    (an output with maps, ``(C, H, W)``): dense layers and logits only exist for
+    a 28×28 input.
+    """
+    if tiling not in TILINGS:
+        raise TilingError(f"unknown tiling {tiling!r}; choose one of: {', '.join(TILINGS)}")
+    if tiling != "fullconv":
+        return
+    if not objective.layers:
+        return
+    shapes = layer_output_shapes(model)
+    dense = [name for name in objective.layers if name in PSEUDO_LAYERS or len(shapes.get(name, ())) != 3]
+    if dense:
+        conv = [name for name, shape in shapes.items() if len(shape) == 3 and "." not in name]
+        raise TilingError(
+            f"--tiling fullconv runs only the convolutional layers on the whole image, but the objective "
+            f"'{objective.name}' reads {', '.join(dense)}, which exists only for a "
+            f"{'x'.join(map(str, model_input_size(model)))} input; use --tiling tiles or downscale, "
+            f"or an objective in {', '.join(conv)}"
+        )
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """How an ``H × W`` image is cut into ``rows × cols`` tiles of ``tile`` pixels
+    (the bottom/right margin smaller than a tile is left out this step)."""
+
+    rows: int
+    cols: int
+    tile: tuple[int, int]
+
+    @property
+    def count(self) -> int:
+        return self.rows * self.cols
+
+
+def tile_grid(height: int, width: int, tile: tuple[int, int]) -> TileGrid:
+    """The tile grid for an image; raises :class:`TilingError` if it is smaller than a tile."""
+    rows, cols = height // tile[0], width // tile[1]
+    if rows == 0 or cols == 0:
+        raise TilingError(f"image {height}x{width} is smaller than one {tile[0]}x{tile[1]} tile")
+    return TileGrid(rows, cols, tile)
+
+
+def to_tiles(image: torch.Tensor, grid: TileGrid) -> torch.Tensor:
+    """``(1, C, H, W)`` → ``(rows·cols, C, th, tw)``, row-major."""
+    th, tw = grid.tile
+    channels = image.shape[1]
+    cropped = image[0, :, : grid.rows * th, : grid.cols * tw]
+    tiles = cropped.reshape(channels, grid.rows, th, grid.cols, tw).permute(1, 3, 0, 2, 4)
+    return tiles.reshape(grid.count, channels, th, tw)
+
+
+def from_tiles(tiles: torch.Tensor, grid: TileGrid, height: int, width: int) -> torch.Tensor:
+    """Inverse of :func:`to_tiles`: ``(rows·cols, C, th, tw)`` → ``(1, C, H, W)``
+    with zeros in the uncovered margin."""
+    th, tw = grid.tile
+    channels = tiles.shape[1]
+    out = tiles.new_zeros((1, channels, height, width))
+    block = tiles.reshape(grid.rows, grid.cols, channels, th, tw).permute(2, 0, 3, 1, 4)
+    out[0, :, : grid.rows * th, : grid.cols * tw] = block.reshape(channels, grid.rows * th, grid.cols * tw)
+    return out
+
+
+def objective_and_gradient(
+    model: nn.Module,
+    objective: Objective,
+    image: torch.Tensor,
+    tiling: str,
+    *,
+    tile_batch: int = DEFAULT_TILE_BATCH,
+) -> tuple[float, torch.Tensor]:
+    """Objective value and its gradient for a whole image.
+
+    Args:
+        model: the network (eval mode; its parameters are not differentiated).
+        objective: what to increase.
+        image: ``(1, 1, H, W)`` in the model's preprocessed space.
+        tiling: ``"downscale"``, ``"tiles"`` or ``"fullconv"`` (see module doc).
+        tile_batch: tiles per forward/backward chunk (memory bound) for ``tiles``.
+
+    Returns:
+        ``(value, gradient)``: the objective (for tiles, the mean over tiles) and
+        ``d value / d image`` of shape ``(1, 1, H, W)``.
+    """
+    check_tiling(model, objective, tiling)
+    image = image.detach()
+    if tiling == "downscale":
+        x = image.clone().requires_grad_(True)
+        score = objective(model, resize(x, model_input_size(model))).sum()
+        (grad,) = torch.autograd.grad(score, x)
+        return float(score.detach()), grad.float()
+    if tiling == "fullconv":
+        x = image.clone().requires_grad_(True)
+        with Probe(model, objective.layers) as probe:
+            activations = probe.run(x)
+        score = objective.score(activations, x).sum()
+        (grad,) = torch.autograd.grad(score, x)
+        return float(score.detach()), grad.float()
+    # tiles
+    height, width = image.shape[-2:]
+    grid = tile_grid(height, width, model_input_size(model))
+    tiles = to_tiles(image, grid)
+    tile_grads = torch.empty_like(tiles)
+    total = 0.0
+    step = max(1, int(tile_batch))
+    for start in range(0, grid.count, step):
+        chunk = tiles[start : start + step].clone().requires_grad_(True)
+        score = objective(model, chunk).sum() / grid.count
+        (tile_grads[start : start + step],) = torch.autograd.grad(score, chunk)
+        total += float(score.detach())
+    return total, from_tiles(tile_grads, grid, height, width)
+
+
+def evaluate(
+    model: nn.Module, objective: Objective, image: torch.Tensor, tiling: str, *, tile_batch: int = DEFAULT_TILE_BATCH
+) -> float:
+    """The objective's value on ``image`` ``(1, 1, H, W)`` under ``tiling`` (no gradient)."""
+    check_tiling(model, objective, tiling)
+    with torch.no_grad():
+        if tiling == "downscale":
+            return float(objective(model, resize(image, model_input_size(model))).sum())
+        if tiling == "fullconv":
+            return float(objective(model, image).sum())
+        grid = tile_grid(image.shape[-2], image.shape[-1], model_input_size(model))
+        tiles = to_tiles(image, grid)
+        step = max(1, int(tile_batch))
+        return sum(float(objective(model, tiles[s : s + step]).sum()) for s in range(0, grid.count, step)) / grid.count

@@ -1,0 +1,90 @@
+"""Drawing dreams (no model is run here): the reference's carving panels and a
+before/after figure for DeepDreams. Returns matplotlib Figures (Agg backend)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def _array(image) -> np.ndarray:
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        if image.dtype == torch.bfloat16:
+            image = image.float()
+        image = image.numpy()
+    return np.asarray(image)
+
+
+def _show(axis, image, title: str, cmap: str | None = "gray", vmin=None, vmax=None) -> None:
+    data = _array(image)
+    if data.ndim == 3 or cmap is None:
+        axis.imshow(data.astype(np.uint8) if data.dtype != np.uint8 else data, interpolation="nearest")
+    else:
+        axis.imshow(data, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    axis.set_title(title, fontsize=9)
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def carve_panels(result, photo=None, *, title: str | None = None) -> Figure:
+    """The reference's panels for one carved map.
+
+    Args:
+        result: a :class:`~convscope.dream.carve.CarveResult`.
+        photo: optional original photo (uint8 ``(H, W)`` or ``(H, W, 3)``) shown first.
+        title: figure title (default: the objective and its gain).
+
+    Panels: [photo], the 28×28 pattern in viridis and in gray, the upscaled dream,
+    and the final image with the detail re-added and its value distribution stretched.
+    """
+    panels = 4 + (photo is not None)
+    figure = Figure(figsize=(2.6 * panels, 3.1), layout="constrained")
+    axes = figure.subplots(1, panels)
+    index = 0
+    if photo is not None:
+        _show(axes[0], photo, "photo", cmap=None if _array(photo).ndim == 3 else "gray", vmin=0, vmax=255)
+        index = 1
+    pattern = _array(result.pattern)
+    _show(axes[index], pattern, "28×28 pattern (viridis)", cmap="viridis")
+    _show(axes[index + 1], pattern, "28×28 pattern (gray)", cmap="gray")
+    _show(axes[index + 2], result.upscaled, "upscaled dream", cmap="gray")
+    _show(axes[index + 3], result.adjusted, "detail re-added, width adjusted", cmap="gray", vmin=0, vmax=255)
+    if title is None:
+        objective = result.parameters.get("objective", "")
+        title = f"pattern carving: {objective}   objective {result.objective_before:.3g} → {result.objective_after:.3g}"
+    figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def dream_comparison(photo, dreamed, *, title: str = "", labels: tuple[str, str] = ("photo", "dream")) -> Figure:
+    """Photo and dream side by side (uint8 ``(H, W)`` or ``(H, W, 3)`` each)."""
+    first, second = _array(photo), _array(dreamed)
+    height, width = first.shape[:2]
+    figure = Figure(figsize=(2 * 4.0 * width / max(height, width) + 0.4, 4.3), layout="constrained")
+    axes = figure.subplots(1, 2)
+    for axis, image, label in zip(axes, (first, second), labels):
+        _show(axis, image, label, cmap=None if image.ndim == 3 else "gray", vmin=0, vmax=255)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def dream_values(values, octave_steps: int, *, title: str = "objective per step") -> Figure:
+    """The objective after every step, with the octave boundaries marked."""
+    figure = Figure(figsize=(5, 3), layout="constrained")
+    axis = figure.subplots()
+    data = _array(values) if len(values) else np.zeros(0)
+    axis.plot(np.arange(1, len(data) + 1), data, lw=1.2)
+    if octave_steps > 0:
+        for boundary in range(octave_steps, len(data), octave_steps):
+            axis.axvline(boundary + 0.5, color="0.7", lw=0.8, ls="--")
+    axis.set_xlabel("step (dashed: next octave)")
+    axis.set_ylabel("objective")
+    axis.set_title(title, fontsize=10)
+    return figure

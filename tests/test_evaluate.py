@@ -1,0 +1,139 @@
+"""Evaluation engine, confusion-matrix renderer and ``convscope evaluate`` on real MNIST."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from convscope.cli import main
+from convscope.evaluation import evaluate_model, evaluation_from_logits
+from convscope.inference import to_input
+from convscope.io import to_json
+
+
+@pytest.fixture(scope="module")
+def shipped_evaluation(shipped_model, test_split):
+    return evaluate_model(shipped_model, test_split)
+
+
+@pytest.fixture(scope="module")
+def independent_predictions(shipped_model, test_split):
+    """Arg-max predictions computed without convscope.inference.predict_logits."""
+    predictions = []
+    with torch.no_grad():
+        for start in range(0, len(test_split), 2500):
+            batch = to_input(shipped_model, test_split.images[start : start + 2500])
+            predictions.append(shipped_model(batch).argmax(dim=1).numpy())
+    return np.concatenate(predictions)
+
+
+def test_shipped_model_scores_at_least_99_3_percent(shipped_evaluation):
+    assert shipped_evaluation.num_images == 10_000
+    assert shipped_evaluation.accuracy >= 0.993
+
+
+def test_confusion_matrix_agrees_with_an_independent_count(shipped_evaluation, independent_predictions, test_split):
+    result = shipped_evaluation
+    labels = np.asarray(test_split.labels)
+    assert result.confusion.dtype == np.int64 and result.confusion.shape == (10, 10)
+    assert result.confusion.sum() == 10_000
+    np.testing.assert_array_equal(result.confusion.sum(axis=1), np.bincount(labels, minlength=10))
+    correct = independent_predictions == labels
+    np.testing.assert_array_equal(np.diag(result.confusion), np.bincount(labels[correct], minlength=10))
+    np.testing.assert_array_equal(result.predictions, independent_predictions)
+    np.testing.assert_array_equal(result.misclassified, np.flatnonzero(~correct))
+    assert result.accuracy == pytest.approx(correct.mean(), abs=0)
+    np.testing.assert_allclose(result.per_class_accuracy, np.diag(result.confusion) / result.confusion.sum(axis=1))
+    # Off-diagonal cells: each misclassified image counted once in [true, predicted].
+    for index in result.misclassified[:20]:
+        assert result.confusion[labels[index], result.predictions[index]] >= 1
+
+
+def test_probabilities_are_a_softmax_consistent_with_predictions(shipped_evaluation):
+    probabilities = shipped_evaluation.probabilities
+    assert probabilities.dtype == np.float32 and probabilities.shape == (10_000, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(probabilities.argmax(axis=1), shipped_evaluation.predictions)
+
+
+def test_hand_set_logits_give_exact_figures():
+    # 6 images of 3 classes; rows = images, argmax marked.
+    logits = torch.tensor(
+        [[5.0, 0, 0], [0, 5, 0], [0, 0, 5], [5, 0, 0], [0, 0, 5], [0, 5, 0]]
+    )
+    labels = np.array([0, 1, 2, 1, 1, 2])
+    result = evaluation_from_logits(logits, labels, ["cat", "dog", "eel"])
+    np.testing.assert_array_equal(result.confusion, [[1, 0, 0], [1, 1, 1], [0, 1, 1]])
+    assert result.accuracy == pytest.approx(3 / 6)
+    np.testing.assert_allclose(result.per_class_accuracy, [1.0, 1 / 3, 0.5])
+    np.testing.assert_array_equal(result.misclassified, [3, 4, 5])
+    assert result.top_confusions(2) == [(2, 1, 1), (1, 2, 1)]
+    data = json.loads(to_json(result.to_dict()))
+    assert data["per_class_accuracy"] == {"cat": 1.0, "dog": pytest.approx(1 / 3), "eel": 0.5}
+    assert data["misclassified"] == [3, 4, 5] and data["num_errors"] == 3
+    assert "probabilities" not in data and "predictions" not in data
+    assert data["per_class_count"] == {"cat": 1, "dog": 3, "eel": 2}
+
+
+def test_class_without_images_is_nan_in_arrays_and_null_in_json():
+    result = evaluation_from_logits(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), [0, 0])
+    assert result.per_class_accuracy[0] == 1.0 and np.isnan(result.per_class_accuracy[1])
+    assert json.loads(to_json(result.to_dict()))["per_class_accuracy"] == {"0": 1.0, "1": None}
+
+
+def test_bad_logits_or_labels_are_refused():
+    with pytest.raises(ValueError, match="3 logit rows but 2 labels"):
+        evaluation_from_logits(torch.zeros(3, 10), [1, 2])
+    with pytest.raises(ValueError, match="labels must lie in 0..9"):
+        evaluation_from_logits(torch.zeros(2, 10), [1, 10])
+
+
+def test_confusion_figure_shows_every_nonzero_count(shipped_evaluation):
+    from convscope.render.confusion import confusion_figure
+
+    figure = confusion_figure(shipped_evaluation)
+    axis = figure.axes[0]
+    cell_texts = sorted(text.get_text() for text in axis.texts)
+    expected = sorted(f"{n:,}" for n in shipped_evaluation.confusion.ravel() if n > 0)
+    assert cell_texts == expected
+    assert [label.get_text() for label in axis.get_xticklabels()] == list(shipped_evaluation.class_names)
+    assert f"{100 * shipped_evaluation.accuracy:.2f} %" in axis.get_title()
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+
+
+def test_cli_json_matches_the_engine(shipped_evaluation, mnist_dir, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["evaluate", "--data-dir", str(mnist_dir), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["accuracy"] == pytest.approx(shipped_evaluation.accuracy, abs=0)
+    assert data["confusion"] == shipped_evaluation.confusion.tolist()
+    assert data["misclassified"] == shipped_evaluation.misclassified.tolist()
+    assert data["parameters"]["split"] == "test" and data["num_images"] == 10_000
+    # Files written atomically, and the JSON file equals what was printed.
+    assert json.loads((out / "evaluation.json").read_text()) == data
+    assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (out / "misclassified.csv").read_text().splitlines()
+    assert rows[0].startswith("index,true,predicted") and len(rows) == 1 + shipped_evaluation.num_errors
+    first = rows[1].split(",")
+    assert int(first[0]) == shipped_evaluation.misclassified[0]
+    assert not list(out.glob(".*.part"))
+
+
+def test_cli_human_output_and_errors(tmp_path, mnist_dir):
+    runner = CliRunner()
+    result = runner.invoke(main, ["evaluate", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and result.output.startswith("Error: ")
+    assert "does not hold the mnist IDX files" in result.output and "Traceback" not in result.output
+
+    result = runner.invoke(main, ["evaluate", "--model", str(tmp_path / "nope.json")])
+    assert result.exit_code == 1 and "model file" in result.output and "not found" in result.output
+
+    result = runner.invoke(main, ["evaluate", "--dataset", "fashion-mnist", "--data-dir", str(mnist_dir)])
+    assert result.exit_code == 1 and "holds the mnist files, not fashion-mnist" in result.output

@@ -30,7 +30,8 @@ from torch import nn
 PSEUDO_LAYERS = ("logits", "probabilities")
 
 _PATTERN = re.compile(
-    r"^\s*(?P<layer>[A-Za-z_][\w.]*)"
+    # A dotted module path; numeric parts ("0", "features.0") name nn.Sequential children.
+    r"^\s*(?P<layer>(?:[A-Za-z_]\w*|\d+)(?:\.(?:[A-Za-z_]\w*|\d+))*)"
     r"(?::(?P<map>-?\d+)(?:@(?P<row>-?\d+),(?P<col>-?\d+))?)?\s*$"
 )
 

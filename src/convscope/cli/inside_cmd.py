@@ -62,6 +62,15 @@ def _load_split(split: str, data_dir: Path | None):
         fail(str(exc))
 
 
+def _subset(split, num_images: int | None):
+    """The first ``num_images`` images of a split (all when ``None``)."""
+    if num_images is None or num_images >= len(split):
+        return split
+    import dataclasses
+
+    return dataclasses.replace(split, images=split.images[:num_images], labels=split.labels[:num_images])
+
+
 def _layers_or_fail(model, texts: tuple[str, ...] | list[str], allowed_all: list[str]) -> list[str]:
     from convscope.address import AddressError, resolve_address
 
@@ -357,13 +366,15 @@ def predict(images_arg, image, top_k, model_path, data_dir, device, out_dir, as_
 @click.option("--threshold", type=float, default=0.0, show_default=True,
               help="A unit counts as 'active' when its activation is > this value.")
 @click.option("--cmap", type=click.Choice(CMAPS), default="viridis", show_default=True, help="Colormap of the grids.")
+@click.option("--num-images", type=click.IntRange(2), default=None,
+              help="Use only the first N images of the split (a quick look; default: all).")
 @model_option
 @data_dir_option
 @device_option
 @out_option("convscope-out/compare")
 @json_option
-def compare(classes, layers_text, n_examples, images_text, top_n, threshold, cmap, model_path, data_dir, device,
-            out_dir, as_json) -> None:
+def compare(classes, layers_text, n_examples, images_text, top_n, threshold, cmap, num_images, model_path, data_dir,
+            device, out_dir, as_json) -> None:
     """Compare two classes inside the network (reference §3, "FCPs").
 
     \b
@@ -398,7 +409,7 @@ def compare(classes, layers_text, n_examples, images_text, top_n, threshold, cma
         fail(f"--classes needs two different classes (got {class_a} twice)")
     model = load_model_or_fail(model_path, device)
     names = _layers_or_fail(model, [layers_text], [])
-    split = _load_split("test", data_dir)
+    split = _subset(_load_split("test", data_dir), num_images)
     class_names = list(split.class_names)
     examples = None
     if images_text:
@@ -601,12 +612,14 @@ def _parse_maps(text: str | None, count: int) -> list[int] | None:
               help="Images to search.")
 @click.option("--per-row", type=click.IntRange(1), default=8, show_default=True, help="Map blocks per row.")
 @click.option("--batch-size", type=click.IntRange(1), default=1000, show_default=True, help="Images per forward pass.")
+@click.option("--num-images", type=click.IntRange(2), default=None,
+              help="Use only the first N images of the split (a quick look; default: all).")
 @model_option
 @data_dir_option
 @device_option
 @out_option("convscope-out/topk")
 @json_option
-def topk(layer, k, maps_text, split, per_row, batch_size, model_path, data_dir, device, out_dir, as_json) -> None:
+def topk(layer, k, maps_text, split, per_row, batch_size, num_images, model_path, data_dir, device, out_dir, as_json) -> None:
     """For every map of a layer, the k dataset images that activate it most (by the
     map's maximal activation), with the receptive field of the maximal unit outlined.
 
@@ -628,7 +641,7 @@ def topk(layer, k, maps_text, split, per_row, batch_size, model_path, data_dir, 
         name = resolve_address(model, layer).layer
     except AddressError as exc:
         fail(str(exc))
-    data = _load_split(split, data_dir)
+    data = _subset(_load_split(split, data_dir), num_images)
     with _progress(f"ranking {name} maps over {len(data):,} {split} images") as progress:
         result = topk_examples(model, data.images, name, k=k, batch_size=batch_size, progress=progress)
     maps = _parse_maps(maps_text, result.values.shape[0])

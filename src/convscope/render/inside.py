@@ -284,7 +284,7 @@ def kernel_grid_figure(bank, *, cmap: str = "RdBu_r", per_row: int = 8, title: s
         height_in = min(30.0, 1.0 + out_ch * kh * 0.045)
         fig, ax = plt.subplots(figsize=(width_in + 1.0, height_in), layout="constrained")
         shown = ax.imshow(canvas, cmap=cmap, norm=norm, interpolation="nearest")
-        _grid_lines(ax, out_ch, in_ch, kh, kw, color="#bdbdbd", lw=0.25)
+        _grid_lines(ax, out_ch, in_ch, kh, kw, color="#8c8c8c", lw=0.35)
         ystep, xstep = (8 if out_ch > 16 else 1), (8 if in_ch > 16 else 1)
         ax.set_yticks([o * kh + (kh - 1) / 2 for o in range(0, out_ch, ystep)])
         ax.set_yticklabels([str(o) for o in range(0, out_ch, ystep)], fontsize=7)
@@ -419,7 +419,7 @@ def class_rows_figure(
         bar.set_label(f"{layer} activation", fontsize=7)
     if legend:
         handles = [Rectangle((0, 0), 1, 1, fill=False, edgecolor=colour, lw=1.5) for colour, _ in legend]
-        fig.legend(handles, [text for _, text in legend], loc="outside upper center", ncols=len(legend), fontsize=8,
+        fig.legend(handles, [text for _, text in legend], loc="outside lower center", ncols=len(legend), fontsize=8,
                    frameon=False)
     fig.suptitle(title, fontsize=11)
     return fig
@@ -476,7 +476,7 @@ def separation_figure(separations: Sequence, *, top: int = 10, cmap: str = "viri
     first = separations[0]
     a_name = names[first.class_a] if names else str(first.class_a)
     b_name = names[first.class_b] if names else str(first.class_b)
-    fig.legend(handles, [f"top |d|, favours {a_name}", f"top |d|, favours {b_name}"], loc="outside upper center",
+    fig.legend(handles, [f"top |d|, favours {a_name}", f"top |d|, favours {b_name}"], loc="outside lower center",
                ncols=2, fontsize=8, frameon=False)
     fig.suptitle(f"Which positions separate '{a_name}' from '{b_name}' over the whole split", fontsize=11)
     return fig
@@ -514,6 +514,12 @@ def topk_gallery_figure(
     for slot, map_index in enumerate(maps):
         br, bc = divmod(slot, per_row)
         y0, x0 = br * (block_h + pad_y) + pad_y, bc * (block_w + pad_x)
+        if float(topk.values[map_index, 0]) <= 0.0:
+            # A dead map: its "top" images are arbitrary, so show none.
+            ax.text(x0 + block_w / 2, y0 + block_h / 2, "never > 0\n(dead map)", ha="center", va="center",
+                    fontsize=7, color="#777777")
+            ax.text(x0 + block_w / 2, y0 - 2, f"map {map_index}", ha="center", va="bottom", fontsize=6.5)
+            continue
         for j in range(k):
             r, c = divmod(j, cols)
             top, left = y0 + r * (size + gap), x0 + c * (size + gap)

@@ -64,10 +64,7 @@ class GradCAM(Attribution):
         x = inputs.detach().clone().requires_grad_(True)
         with eval_mode(self.model):
             layers = [self.layer] if target_layer == self.layer else [self.layer, target_layer]
-            try:
-                outputs = forward_to(self.model, x, layers)
-            except RuntimeError as exc:  # target layer before the CAM layer
-                raise AddressError(f"target {resolved.describe()} is not after Grad-CAM layer {self.layer}") from exc
+            outputs = forward_to(self.model, x, layers)
             acts = outputs[self.layer]
             if acts.ndim != 4:
                 raise AddressError(f"Grad-CAM needs a layer with maps (N, C, H, W); {self.layer} gives {tuple(acts.shape)}")
@@ -75,7 +72,10 @@ class GradCAM(Attribution):
             if resolved.address.layer == "probabilities":
                 out = torch.softmax(out, dim=1)
             score = target_values(out, resolved)
-            (grads,) = torch.autograd.grad(score.sum(), acts)
+            (grads,) = torch.autograd.grad(score.sum(), acts, allow_unused=True)
+        if grads is None:
+            raise AddressError(f"target {resolved.describe()} does not depend on Grad-CAM layer {self.layer}; "
+                               "choose a target in a later layer or a class")
         weights = grads.mean(dim=(2, 3), keepdim=True)
         cam = (weights * acts.detach()).sum(dim=1, keepdim=True)
         if relu:

@@ -42,12 +42,12 @@ def data() -> None:
     """
 
 
-@data.command("where")
+@data.command("where", short_help="Show which folder would be used, and why.")
 @_dataset_option
 @_data_dir_option
 @json_option
 def where(dataset: str, data_dir: Path | None, as_json: bool) -> None:
-    """Show which folder would be used for DATASET, and why (each searched folder
+    """Show which folder would be used for --dataset, and why (each searched folder
     with what was found there). Nothing is downloaded.
 
     \b
@@ -91,7 +91,7 @@ def where(dataset: str, data_dir: Path | None, as_json: bool) -> None:
         )
 
 
-@data.command("fetch")
+@data.command("fetch", short_help="Download into the user cache and verify.")
 @_dataset_option
 @click.option(
     "--mirror",
@@ -103,7 +103,7 @@ def where(dataset: str, data_dir: Path | None, as_json: bool) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Seconds per request.")
 @json_option
 def fetch(dataset: str, mirrors: tuple[str, ...], retries: int, timeout: float, as_json: bool) -> None:
-    """Download DATASET into the user cache and verify it.
+    """Download --dataset into the user cache and verify it.
 
     Files already in the cache are hash-checked; missing or damaged ones are
     downloaded (progress on stderr), verified against the canonical SHA-256 of the
@@ -131,12 +131,12 @@ def fetch(dataset: str, mirrors: tuple[str, ...], retries: int, timeout: float, 
     _report_checks(info.name, target, checks, as_json)
 
 
-@data.command("verify")
+@data.command("verify", short_help="Hash-check the files against the canonical SHA-256s.")
 @_dataset_option
 @_data_dir_option
 @json_option
 def verify(dataset: str, data_dir: Path | None, as_json: bool) -> None:
-    """Hash-check the DATASET files that commands would use (or those in
+    """Hash-check the --dataset files that commands would use (or those in
     --data-dir): each decompressed file against its canonical SHA-256, plus the IDX
     structure. Exit status 1 when a file is missing, damaged or different.
 

@@ -115,12 +115,16 @@ def evaluate(
       convscope evaluate --data-dir ~/mnist --split train
     """
     from convscope.evaluation import evaluate_model
+    from convscope.inference import model_device
     from convscope.io import atomic_write_text, save_figure, write_json
 
     model = load_model_or_fail(model_path, device)
     config = model.config
     dataset = dataset or (config.dataset if config is not None else "mnist")
     data = load_split_or_fail(split, dataset, data_dir)
+    trained_on = getattr(config, "dataset", None)
+    if trained_on and trained_on != data.dataset:
+        echo_err(f"note: this model was trained on {trained_on}; scoring it on {data.dataset} measures transfer, not skill")
 
     with progress_bar(f"evaluating on {data.dataset} {split}", enabled=True) as callback:
         result = evaluate_model(model, data, batch_size=batch_size, progress=callback)
@@ -144,7 +148,9 @@ def evaluate(
             "architecture": getattr(config, "architecture", None),
             "preprocessing": getattr(config, "preprocessing", None),
             "recorded_test_accuracy": getattr(config, "test_accuracy", None),
-            "parameters": {"dataset": data.dataset, "split": split, "batch_size": batch_size, "device": device},
+            "parameters": {
+                "dataset": data.dataset, "split": split, "batch_size": batch_size, "device": str(model_device(model)),
+            },
             **result.to_dict(),
         }
         json_path = out_dir / "evaluation.json"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -154,6 +155,8 @@ def _fetch_verified(
             except (urllib.error.URLError, OSError, http.client.HTTPException, TimeoutError) as exc:
                 reason = getattr(exc, "reason", None) or exc
                 attempts.append(f"{url}: {reason}")
+                if isinstance(reason, socket.gaierror):
+                    break  # the host name does not resolve (offline?): try the next mirror at once
             else:
                 try:
                     verify_content(base_name, payload, info, url)
@@ -164,7 +167,20 @@ def _fetch_verified(
                 return name, payload
             if attempt + 1 < retries:
                 time.sleep(backoff * 2**attempt)
-    raise DownloadError(f"could not download {base_name}: " + "; ".join(attempts))
+    raise DownloadError(f"could not download {base_name}: " + "; ".join(_collapse(attempts)))
+
+
+def _collapse(messages: list[str]) -> list[str]:
+    """Merge repeated identical attempt messages: ``"X"`` ×3 → ``"X (3 attempts)"``."""
+    merged: list[str] = []
+    counts: list[int] = []
+    for message in messages:
+        if merged and merged[-1] == message:
+            counts[-1] += 1
+        else:
+            merged.append(message)
+            counts.append(1)
+    return [m if n == 1 else f"{m} ({n} attempts)" for m, n in zip(merged, counts)]
 
 
 def download_dataset(

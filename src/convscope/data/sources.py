@@ -268,6 +268,8 @@ def locate(dataset: str = "mnist", data_dir: str | os.PathLike | None = None, *,
             return target
         except DownloadError as exc:
             reason = f" Download failed: {exc}."
+        except OSError as exc:  # e.g. the cache folder is not writable
+            reason = f" Could not write the download into {target}: {exc.strerror or exc}."
     else:
         reason = " Downloading was not allowed."
     searched = "; ".join(f"{c.folder} ({c.origin}: {c.reason})" for c in checks)

@@ -143,8 +143,7 @@ def draw_activation_grid(
             vmax = vmin + 1.0
     per_row = max(1, min(per_row, count))
     rows = math.ceil(count / per_row)
-    colormap = plt.get_cmap(cmap).copy()
-    colormap.set_bad("#d9d9d9")
+    colormap = plt.get_cmap(cmap).with_extremes(bad="#d9d9d9")
     image = ax.imshow(mosaic(maps, per_row), cmap=colormap, vmin=vmin, vmax=vmax, interpolation="nearest",
                       aspect="equal")
     lw = 0.5 if max(height, width) > 1 else 0.3
@@ -531,8 +530,7 @@ def topk_gallery_figure(
                     rects.append((left + l - 0.5, top + t - 0.5, rr - l, b - t))
         ax.text(x0 + block_w / 2, y0 - 2, f"map {map_index}  max {float(topk.values[map_index, 0]):.2f}",
                 ha="center", va="bottom", fontsize=6.5)
-    colormap = plt.get_cmap("gray").copy()
-    colormap.set_bad("white")
+    colormap = plt.get_cmap("gray").with_extremes(bad="white")
     ax.imshow(canvas, cmap=colormap, vmin=0, vmax=255, interpolation="nearest")
     for x, y, w, h in rects:
         ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="#ff9f1c", lw=0.7))

@@ -149,15 +149,23 @@ def main() -> None:
         f"\nfp32 matmul {args.matmul_size}×{args.matmul_size}: {before:.1f} GFLOP/s before (CPU share {before_share:.2f}), "
         f"{after:.1f} after ({after_share:.2f}), mean {peak:.1f}"
     )
-    print(f"\n{'recipe / batch':<22}{'images/s':>10}{'ms/step':>10}{'GFLOP/s':>10}{'of matmul':>11}{'epoch (60k)':>13}{'CPU share':>11}")
+    print(
+        f"\n{'recipe / batch':<22}{'images/s':>10}{'ms/step':>10}{'GFLOP/s':>10}{'of matmul':>11}{'epoch (60k)':>13}"
+        f"{'CPU share':>11}{'img/CPU-s':>11}"
+    )
     for row, label in zip(results, (f"fast, batch {fast_batch}", "reference, batch 64")):
         achieved = row["images_per_s"] * train_flops_per_image / 1e9
         row.update(label=label, gflops=achieved, fraction_of_matmul=achieved / peak, epoch_s=60_000 / row["images_per_s"])
+        row["images_per_cpu_s"] = row["images_per_s"] / max(1e-9, row["cpu_share"] * torch.get_num_threads())
         print(
             f"{label:<22}{row['images_per_s']:>10,.0f}{row['ms_per_step']:>10.1f}{achieved:>10.1f}"
             f"{100 * row['fraction_of_matmul']:>10.1f}%{row['epoch_s']:>12.1f}s{row['cpu_share']:>11.2f}"
+            f"{row['images_per_cpu_s']:>11,.0f}"
         )
-    print("CPU share: CPU seconds per wall second per thread; < 1 means other processes took cores during the run.")
+    print(
+        "CPU share: CPU seconds per wall second per thread; < 1 means other processes took cores during the run.\n"
+        "img/CPU-s: images per CPU-second, i.e. roughly what one fully available core would do."
+    )
     ratio = results[0]["images_per_s"] / results[1]["images_per_s"]
     print(f"\nbatch {fast_batch} vs 64: {ratio:.2f}× the images/s")
     if args.json:

@@ -13,7 +13,7 @@ captum_attr = pytest.importorskip("captum.attr")
 from convscope.explain import (  # noqa: E402
     Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, IntegratedGradients, Occlusion, Saliency,
 )
-from tests.explain.conftest import FunctionalSeedCNN  # noqa: E402
+from explain_helpers import FunctionalSeedCNN  # noqa: E402
 
 ATOL = 1e-5
 

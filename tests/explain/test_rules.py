@@ -12,7 +12,7 @@ from torch import nn
 from convscope.explain import (
     Deconvnet, GradCAM, GuidedBackprop, IntegratedGradients, Occlusion, Saliency, relu_rule,
 )
-from tests.explain.conftest import FunctionalSeedCNN, tiny_cam, tiny_dense, tiny_pool
+from explain_helpers import FunctionalSeedCNN, tiny_cam, tiny_dense, tiny_pool
 
 X_DENSE = torch.tensor([[[[1.0, 2.0]]]])  # hidden pre-activation (3, -1): unit 0 on, unit 1 off
 

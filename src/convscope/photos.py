@@ -70,9 +70,9 @@ def read_photo(path: str | os.PathLike, *, gray: bool = False, max_pixels: int =
         raise PhotoError(f"{path} is empty (0 bytes); give a PNG or JPEG photo")
     try:
         with warnings.catch_warnings():
-            # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that; we
-            # check the size ourselves before decoding and make both an error.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns above its MAX_IMAGE_PIXELS (89 Mpx) and raises above twice
+            # that; we check our own limit from the header before decoding instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 width, height = image.size
                 if width * height > max_pixels:
@@ -85,7 +85,10 @@ def read_photo(path: str | os.PathLike, *, gray: bool = False, max_pixels: int =
     except PhotoError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise PhotoError(f"{path} is too large to decode safely ({exc}); resize it first") from None
+        raise PhotoError(
+            f"{path} is larger than the {max_pixels / 1e6:.0f} megapixel limit (a possible decompression bomb: "
+            f"{exc}); resize it first"
+        ) from None
     except UnidentifiedImageError:
         raise PhotoError(f"{path} is not an image Pillow can read; give a PNG or JPEG photo") from None
     except (OSError, SyntaxError, ValueError) as exc:

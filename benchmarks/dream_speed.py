@@ -1,0 +1,87 @@
+"""DeepDream speed and peak memory per tiling mode, measured side by side.
+
+A 1024×1024 photo (matplotlib's Grace Hopper, resized), 4 octaves × 10 steps,
+the whole-layer objective Conv2D_3, each tiling mode (and a few fullconv
+variants) in its own subprocess, so each peak memory (ru_maxrss) is its own.
+
+    python benchmarks/dream_speed.py               # all modes
+    python benchmarks/dream_speed.py --size 512    # smaller photo
+    python benchmarks/dream_speed.py --big         # also tiles on 4000×3000 (bounded memory)
+
+Prints seconds, peak RSS and the ratio to fullconv. No assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+CHILD = r"""
+import json, resource, sys, time
+import numpy as np, torch
+from PIL import Image
+config = json.loads(sys.argv[1])
+torch.set_num_threads(config["threads"])
+from convscope.models import load_model
+from convscope.optvis.objectives import parse_objective
+from convscope.photos import default_photo
+from convscope.dream import deep_dream
+model = load_model(None)
+gray = Image.fromarray(default_photo(gray=True)).resize((config["width"], config["height"]), Image.BICUBIC)
+image = torch.from_numpy(np.asarray(gray, dtype=np.float32).copy())
+base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+result = deep_dream(model, parse_objective(config["objective"]), image, tiling=config["tiling"], octaves=4,
+                    steps=10, bfloat16=config["bf16"], tile_batch=config["tile_batch"])
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"seconds": seconds, "peak_mb": peak / 1024, "before_mb": base_rss / 1024,
+                  "gain": result.objective_after / max(result.objective_before, 1e-12),
+                  "octaves": result.octave_sizes}))
+"""
+
+
+def run(config: dict) -> dict:
+    completed = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(config)], capture_output=True, text=True, check=False
+    )
+    if completed.returncode != 0:
+        return {"error": completed.stderr.strip().splitlines()[-1] if completed.stderr else "failed"}
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--big", action="store_true", help="also run tiles on a 4000×3000 photo")
+    args = parser.parse_args()
+    base = {"width": args.size, "height": args.size, "objective": "Conv2D_3", "bf16": False, "threads": 2, "tile_batch": 512}
+    cases = [
+        ("downscale", {**base, "tiling": "downscale"}),
+        ("tiles", {**base, "tiling": "tiles"}),
+        ("fullconv", {**base, "tiling": "fullconv"}),
+        ("fullconv, 1 thread", {**base, "tiling": "fullconv", "threads": 1}),
+        ("fullconv, bf16", {**base, "tiling": "fullconv", "bf16": True}),
+    ]
+    if args.big:
+        cases.append(("tiles 4000x3000", {**base, "width": 4000, "height": 3000, "tiling": "tiles", "tile_batch": 256}))
+    print(f"DeepDream, {args.size}x{args.size} photo, Conv2D_3 layer objective, 4 octaves x 10 steps")
+    results = {}
+    for label, config in cases:
+        results[label] = run(config)
+        print(f"  {label:22s} {json.dumps(results[label])}", flush=True)
+    reference = results.get("fullconv", {}).get("seconds")
+    print()
+    print(f"{'mode':22s} {'seconds':>8s} {'peak MB':>8s} {'x fullconv':>10s} {'objective gain':>15s}")
+    for label, result in results.items():
+        if "error" in result:
+            print(f"{label:22s} error: {result['error']}")
+            continue
+        ratio = result["seconds"] / reference if reference else float("nan")
+        print(f"{label:22s} {result['seconds']:8.1f} {result['peak_mb']:8.0f} {ratio:10.2f} {result['gain']:15.2f}")
+
+
+if __name__ == "__main__":
+    main()

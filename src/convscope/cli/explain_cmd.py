@@ -195,7 +195,8 @@ def explain(
             entry.update(_stats(maps[0]))
             if result.delta is not None:
                 entry["ig_delta"] = float(result.delta[0])
-        written.append(str(save_npy(out_dir / f"{stem}.npy", maps[:, 0] if maps.shape[1] == 1 else maps)))
+        array = maps[:, 0] if maps.shape[1] == 1 else maps  # (N, H, W) for grayscale
+        written.append(str(save_npy(out_dir / f"{stem}.npy", array if all_classes else array[0])))
         entry["npy"] = written[-1]
         if method != "all":
             if all_classes:

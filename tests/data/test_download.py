@@ -84,18 +84,23 @@ def test_only_missing_files_are_fetched(tmp_path):
     assert len(files_under(target)) == 4
 
 
-def test_real_mnist_over_http_matches_the_canonical_hashes(tmp_path, mnist_dir, test_split):
-    server = tmp_path / "server"
-    server.mkdir()
-    info = dataset_info("mnist")
-    for name in info.files:
+@pytest.fixture(scope="module")
+def mnist_server_dir(mnist_dir, tmp_path_factory):
+    """The real MNIST files as a mirror serves them (``FILE.gz``)."""
+    server = tmp_path_factory.mktemp("mnist-mirror")
+    for name in dataset_info("mnist").files:
         source = file_in(mnist_dir, name)
         if source.suffix == ".gz":
             shutil.copy(source, server / source.name)
         else:
             (server / f"{name}.gz").write_bytes(gzip.compress(source.read_bytes(), compresslevel=1))
+    return server
+
+
+def test_real_mnist_over_http_matches_the_canonical_hashes(tmp_path, mnist_server_dir, test_split):
+    info = dataset_info("mnist")
     target = tmp_path / "cache" / "mnist"
-    with serve(server) as url:
+    with serve(mnist_server_dir) as url:
         download_dataset(info, target, mirrors=(url,), progress=False)
     checks = verify_folder(target, info)
     assert [c.sha256 for c in checks] == [info.sha256[name] for name in info.files]
@@ -180,3 +185,20 @@ def test_transfer_cut_short_is_retried_then_reported(tmp_path):
     assert len(calls) == 3  # network-level failures are retried; corrupt content is not
     assert "IncompleteRead" in str(error.value) or "transfer ended" in str(error.value)
     assert files_under(tmp_path / "cache") == []
+
+
+def test_cli_fetch_downloads_then_only_repairs(tmp_path, mnist_server_dir, monkeypatch):
+    monkeypatch.delenv("CONVSCOPE_DATA", raising=False)
+    runner = CliRunner()
+    with serve(mnist_server_dir) as url:
+        env = _cli_env(tmp_path, url)
+        first = runner.invoke(main, ["data", "fetch", "--json"], env=env)
+        second = runner.invoke(main, ["data", "fetch", "--json"], env=env)
+        damaged = tmp_path / "cache" / "convscope" / "mnist" / "t10k-labels-idx1-ubyte.gz"
+        damaged.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x01\x07"))  # valid IDX, wrong content
+        third = runner.invoke(main, ["data", "fetch", "--json"], env=env)
+    assert first.exit_code == second.exit_code == third.exit_code == 0, first.output + third.output
+    assert sorted(json.loads(first.stdout)["downloaded"]) == sorted(dataset_info("mnist").files)
+    assert json.loads(second.stdout)["downloaded"] == []
+    report = json.loads(third.stdout)
+    assert report["downloaded"] == ["t10k-labels-idx1-ubyte"] and report["ok"]

@@ -114,11 +114,12 @@ def fetch(dataset: str, mirrors: tuple[str, ...], retries: int, timeout: float, 
     Example:
       convscope data fetch --dataset mnist
     """
-    from convscope.data.download import DownloadError, download_dataset, verify_folder
+    from convscope.data.download import DownloadError, check_file, download_dataset, verify_folder
     from convscope.data.sources import cache_dir, dataset_info
 
     info = dataset_info(dataset)
     target = cache_dir(info.name)
+    before = {name: (check.sha256, check.path) for name in info.files for check in [check_file(target, name, info)]}
     try:
         download_dataset(
             info, target, mirrors=mirrors or None, retries=retries, timeout=timeout, progress=True, replace_bad=True
@@ -128,7 +129,8 @@ def fetch(dataset: str, mirrors: tuple[str, ...], retries: int, timeout: float, 
     except OSError as exc:
         fail(f"cannot write into {target}: {exc.strerror or exc}")
     checks = verify_folder(target, info)
-    _report_checks(info.name, target, checks, as_json)
+    downloaded = [c.name for c in checks if before[c.name] != (c.sha256, c.path)]
+    _report_checks(info.name, target, checks, as_json, downloaded=downloaded)
 
 
 @data.command("verify", short_help="Hash-check the files against the canonical SHA-256s.")
@@ -155,7 +157,7 @@ def verify(dataset: str, data_dir: Path | None, as_json: bool) -> None:
     _report_checks(info.name, folder, verify_folder(folder, info), as_json)
 
 
-def _report_checks(dataset: str, folder: Path, checks, as_json: bool) -> None:
+def _report_checks(dataset: str, folder: Path, checks, as_json: bool, downloaded: list[str] | None = None) -> None:
     ok = all(c.ok for c in checks)
     if as_json:
         emit_json(
@@ -163,6 +165,7 @@ def _report_checks(dataset: str, folder: Path, checks, as_json: bool) -> None:
                 "dataset": dataset,
                 "folder": str(folder),
                 "ok": ok,
+                **({"downloaded": downloaded} if downloaded is not None else {}),
                 "files": [
                     {
                         "name": c.name,
@@ -182,7 +185,8 @@ def _report_checks(dataset: str, folder: Path, checks, as_json: bool) -> None:
         for c in checks:
             if c.ok:
                 how = "SHA-256 ok" if c.expected else "no canonical hash known; IDX structure ok"
-                click.echo(f"  ok    {c.name:<25} {str(c.shape):<16} {how}")
+                fresh = " (downloaded now)" if downloaded and c.name in downloaded else ""
+                click.echo(f"  ok    {c.name:<25} {str(c.shape):<16} {how}{fresh}")
             else:
                 click.echo(f"  FAIL  {c.name:<25} {c.error}")
     if not ok:

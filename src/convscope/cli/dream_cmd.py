@@ -199,34 +199,37 @@ def dream(
     result = dreamed.result
     out_dir = Path(out_dir)
     files = {}
-    dream_file = out_dir / f"dream.{image_format}"
-    _save_photo(dream_file, dreamed.image.numpy())
-    files["dream"] = str(dream_file)
-    if mode == "carve":
-        from convscope.render.dream import carve_panels
+    try:
+        dream_file = out_dir / f"dream.{image_format}"
+        _save_photo(dream_file, dreamed.image.numpy())
+        files["dream"] = str(dream_file)
+        if mode == "carve":
+            from convscope.render.dream import carve_panels
 
-        panels = out_dir / "carve_panels.png"
-        save_figure(panels, carve_panels(result, photo))
-        files["panels"] = str(panels)
-    for index, frame in enumerate(frames):
-        frame_file = out_dir / "frames" / f"frame_{index:04d}.png"
-        _save_photo(frame_file, frame)
-    if frames:
-        files["frames"] = str(out_dir / "frames")
-    summary = {
-        "image": str(photo_path),
-        "mode": mode,
-        "color": color,
-        "guide": str(guide) if guide is not None else None,
-        **result.to_dict(),
-        "width": width,
-        "height": height,
-        "seconds": round(seconds, 2),
-        "clipped_fraction": dreamed.clipped_fraction,
-        "zoom_frames": len(frames),
-        "files": files,
-    }
-    write_json(out_dir / "dream.json", summary)
+            panels = out_dir / "carve_panels.png"
+            save_figure(panels, carve_panels(result, photo))
+            files["panels"] = str(panels)
+        for index, frame in enumerate(frames):
+            frame_file = out_dir / "frames" / f"frame_{index:04d}.png"
+            _save_photo(frame_file, frame)
+        if frames:
+            files["frames"] = str(out_dir / "frames")
+        summary = {
+            "image": str(photo_path),
+            "mode": mode,
+            "color": color,
+            "guide": str(guide) if guide is not None else None,
+            **result.to_dict(),
+            "width": width,
+            "height": height,
+            "seconds": round(seconds, 2),
+            "clipped_fraction": dreamed.clipped_fraction,
+            "zoom_frames": len(frames),
+            "files": files,
+        }
+        write_json(out_dir / "dream.json", summary)
+    except OSError as exc:
+        fail(f"cannot write the results to {out_dir}: {exc}")
     if as_json:
         emit_json(summary)
         return

@@ -118,6 +118,10 @@ def evaluate(
     from convscope.inference import model_device
     from convscope.io import atomic_write_text, save_figure, write_json
 
+    try:  # fail before the long work, not after it
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot create the output folder {out_dir}: {exc.strerror or exc}")
     model = load_model_or_fail(model_path, device)
     config = model.config
     dataset = dataset or (config.dataset if config is not None else "mnist")

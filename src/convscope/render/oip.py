@@ -1,0 +1,217 @@
+"""Draw OIPs: the final image (viridis, gray, contrast-enhanced), the evolution
+strip of snapshots, loss curves, per-layer galleries with dead maps marked, the
+2×5 class grid and strategy comparisons.
+
+Renderers only draw: they take tensors / arrays and return matplotlib Figures
+(Agg backend, never shown or saved here). 28×28 images use
+``interpolation="nearest"`` so the pixels stay visible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+DEAD_COLOR = "#ff3b30"
+
+
+def _np(values) -> np.ndarray:
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=np.float64)
+
+
+def _image(values) -> np.ndarray:
+    """``(1, H, W)`` / ``(H, W)`` → ``(H, W)``."""
+    array = _np(values)
+    while array.ndim > 2:
+        array = array[0]
+    return array
+
+
+def contrast_enhance(image, low: float = 2.0, high: float = 98.0) -> np.ndarray:
+    """Stretch the ``low``..``high`` percentile range to 0..1 (clipped) — the
+    reference's "contrast-enhanced" view."""
+    array = _image(image)
+    lo, hi = np.percentile(array, [low, high])
+    if hi <= lo:
+        return np.zeros_like(array)
+    return np.clip((array - lo) / (hi - lo), 0.0, 1.0)
+
+
+def oip_views(image, *, title: str = "", subtitle: str = "") -> Figure:
+    """The OIP in the reference's three views: viridis, gray, contrast-enhanced.
+
+    Args:
+        image: ``(1, H, W)`` or ``(H, W)`` (standardised values).
+        title: e.g. ``"Conv2D_3:120"``.
+        subtitle: e.g. the final loss.
+    """
+    array = _image(image)
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.8), layout="constrained")
+    views = [
+        ("viridis", array, "viridis", "value (std units)"),
+        ("gray", array, "gray", "value (std units)"),
+        ("contrast-enhanced", contrast_enhance(array), "gray", "2–98 % stretched"),
+    ]
+    for ax, (name, data, cmap, label) in zip(axes, views):
+        shown = ax.imshow(data, cmap=cmap, interpolation="nearest")
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).set_label(label, fontsize=8)
+    fig.suptitle(f"OIP {title}" + (f"\n{subtitle}" if subtitle else ""), fontsize=11)
+    return fig
+
+
+def evolution_strip(snapshots, steps: Sequence[int], losses=None, *, title: str = "", cmap: str = "viridis") -> Figure:
+    """The image at the reference's logarithmic report steps.
+
+    Args:
+        snapshots: ``(S, 1, H, W)`` images of one member.
+        steps: the ``S`` step numbers.
+        losses: optional ``(T,)`` loss history to print the loss under each panel.
+    """
+    frames = _np(snapshots)
+    n = frames.shape[0]
+    history = None if losses is None else _np(losses)
+    fig, axes = plt.subplots(1, n, figsize=(1.45 * n + 0.6, 2.3), layout="constrained")
+    axes = np.atleast_1d(axes)
+    for ax, frame, step in zip(axes, frames, steps):
+        ax.imshow(_image(frame), cmap=cmap, interpolation="nearest")
+        label = f"step {step}"
+        if history is not None and step < len(history):
+            label += f"\nloss {history[step]:.3g}"
+        ax.set_title(label, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"evolution {title}".strip(), fontsize=10)
+    return fig
+
+
+def loss_curve(losses, *, title: str = "", converged_step: int | None = None, snapshot_steps: Sequence[int] = ()) -> Figure:
+    """Loss (map mean activation) over the ascent steps for one member."""
+    history = _np(losses)
+    fig, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
+    ax.plot(np.arange(len(history)), history, color="#1f77b4", lw=1.6, label="loss")
+    for step in snapshot_steps:
+        if step < len(history):
+            ax.plot(step, history[step], "o", color="#444", ms=3)
+    if converged_step is not None and converged_step >= 0:
+        ax.axvline(converged_step, color="#2ca02c", ls="--", lw=1, label=f"converged (step {converged_step})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("objective (mean activation)")
+    ax.set_title(f"loss {title}".strip(), fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def layer_loss_curves(losses, map_indices: Sequence[int], *, title: str = "", highlight: Sequence[int] = ()) -> Figure:
+    """All members' loss histories ``(T, M)`` in one plot (thin lines), with the
+    median in bold."""
+    history = _np(losses)
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    ax.plot(history, color="#1f77b4", alpha=0.15, lw=0.7)
+    ax.plot(np.median(history, axis=1), color="k", lw=2, label="median over maps")
+    maps = list(map_indices)
+    for m in highlight:
+        if m in maps:
+            ax.plot(history[:, maps.index(m)], lw=1.5, label=f"map {m}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("objective (mean activation)")
+    ax.set_title(f"loss histories {title}".strip(), fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def layer_gallery(
+    images, map_indices: Sequence[int], final_loss, *, title: str = "", per_row: int | None = None, cmap: str = "viridis"
+) -> Figure:
+    """All OIPs of a layer in a grid; maps whose OIP stays at 0 are crossed out in red.
+
+    Args:
+        images: ``(M, 1, H, W)``.
+        map_indices: the ``M`` map numbers (cell labels).
+        final_loss: ``(M,)``; a map with loss ≤ 0 is marked dead.
+    """
+    frames = _np(images)
+    losses = _np(final_loss)
+    n = frames.shape[0]
+    per_row = per_row or (16 if n > 64 else 8 if n > 16 else max(1, n))
+    rows = math.ceil(n / per_row)
+    fig, axes = plt.subplots(rows, per_row, figsize=(per_row * 0.95, rows * 1.1 + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        ax = axes.flat[i]
+        ax.axis("on")
+        ax.imshow(_image(frames[i]), cmap=cmap, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        dead = not losses[i] > 0
+        ax.set_title(f"{map_indices[i]}", fontsize=7, color=DEAD_COLOR if dead else "black", pad=1.5)
+        if dead:
+            h, w = _image(frames[i]).shape
+            ax.plot([-0.5, w - 0.5], [-0.5, h - 0.5], color=DEAD_COLOR, lw=1.5)
+            ax.plot([-0.5, w - 0.5], [h - 0.5, -0.5], color=DEAD_COLOR, lw=1.5)
+            ax.add_patch(Rectangle((-0.5, -0.5), w, h, fill=False, edgecolor=DEAD_COLOR, lw=2.5))
+            ax.set_xlim(-0.5, w - 0.5)
+            ax.set_ylim(h - 0.5, -0.5)
+    alive = int((losses > 0).sum())
+    fig.suptitle(f"{title} — {alive} of {n} maps reach a non-zero OIP (red ✕: never reacted)".strip(" —"), fontsize=11)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.55 / (rows * 1.1 + 0.5), wspace=0.08, hspace=0.3)
+    return fig
+
+
+def class_grid(images, classes: Sequence[int], probabilities=None, logits=None, *, title: str = "", cmap: str = "viridis") -> Figure:
+    """Class visualisations in a 2×5 grid (or ``ceil(C/5)`` rows), labelled with
+    the class and, if given, the model's probability/logit for it."""
+    frames = _np(images)
+    n = frames.shape[0]
+    cols = min(5, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.0, rows * 2.3 + 0.4), squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    probs = None if probabilities is None else _np(probabilities)
+    logit_values = None if logits is None else _np(logits)
+    for i in range(n):
+        ax = axes.flat[i]
+        ax.imshow(_image(frames[i]), cmap=cmap, interpolation="nearest")
+        label = f"class {classes[i]}"
+        if logit_values is not None:
+            label += f"\nlogit {logit_values[i]:.1f}"
+        if probs is not None:
+            label += f", p={probs[i]:.3f}"
+        ax.set_title(label, fontsize=9)
+    fig.suptitle(title or "class patterns (each logit maximised)", fontsize=11)
+    return fig
+
+
+def strategy_comparison(loss_a, loss_b, *, label_a: str = "strategy 0", label_b: str = "strategy 1", title: str = "") -> Figure:
+    """Scatter of per-map final activation, strategy A vs B, with the diagonal."""
+    a, b = _np(loss_a), _np(loss_b)
+    fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
+    top = max(float(a.max(initial=0)), float(b.max(initial=0))) * 1.05 + 1e-9
+    ax.plot([0, top], [0, top], color="#888", lw=1, ls="--", label="equal")
+    ax.scatter(a, b, s=12, alpha=0.7)
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel(f"{label_a}: final activation")
+    ax.set_ylabel(f"{label_b}: final activation")
+    wins = int((b > a).sum())
+    ax.set_title(f"{title}\n{label_b} higher on {wins} of {len(a)} maps".strip(), fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    return fig

@@ -121,7 +121,8 @@ def train(
             progress.console.print(
                 f"epoch {r.epoch:>3}/{recipe.epochs}  loss {r.train_loss:.4f}  acc {100 * r.train_accuracy:6.2f} %  "
                 f"test loss {r.test_loss:.4f}  test acc {100 * r.test_accuracy:6.2f} %  "
-                f"lr {r.lr_end:.2e}  {r.images_per_second:,.0f} img/s  {r.seconds:.1f} s"
+                f"lr {r.lr_end:.2e}  {r.images_per_second:,.0f} img/s  {r.seconds:.1f} s",
+                soft_wrap=True,
             )
         progress.update(task, epoch=r.epoch + 1 if r.epoch < recipe.epochs else r.epoch, completed=0)
 

@@ -200,7 +200,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += float(data_loss) * len(idx)
+            loss_sum += float(data_loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == targets).sum())
             seen += len(idx)
             if on_batch is not None:

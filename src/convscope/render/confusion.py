@@ -50,7 +50,8 @@ def confusion_figure(evaluation, *, title: str | None = None, cmap: str = "Blues
     # The smallest error sits a little above the bottom of the scale so even a single
     # mistake gets a visible tint (white = no mistakes).
     vmin = max(1e-5, float(positive.min()) / 3) if positive.size else 1e-4
-    vmax = max(vmin * 10, float(positive.max())) if positive.size else 1.0
+    vmax = min(1.0, float(positive.max())) if positive.size else 1.0
+    vmin = min(vmin, vmax / 10)  # at least one decade, never above 100 %
     off_image = ax.imshow(off, cmap=cmap, norm=LogNorm(vmin=vmin, vmax=vmax), interpolation="nearest")
     diag = np.where(np.eye(n, dtype=bool), fraction, np.nan)
     ax.imshow(diag, cmap="Greens", vmin=0.0, vmax=1.0, interpolation="nearest")
@@ -65,8 +66,8 @@ def confusion_figure(evaluation, *, title: str | None = None, cmap: str = "Blues
     for true in range(n):
         for pred in range(n):
             count = confusion[true, pred]
-            if count == 0:
-                continue
+            if count == 0 and true != pred:
+                continue  # empty off-diagonal cells stay blank; a 0 on the diagonal is news
             if true == pred:
                 colour = "white" if fraction[true, pred] > 0.6 else "black"
                 weight = "bold"

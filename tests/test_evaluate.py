@@ -137,3 +137,22 @@ def test_cli_human_output_and_errors(tmp_path, mnist_dir):
 
     result = runner.invoke(main, ["evaluate", "--dataset", "fashion-mnist", "--data-dir", str(mnist_dir)])
     assert result.exit_code == 1 and "holds the mnist files, not fashion-mnist" in result.output
+
+
+def test_confusion_figure_scale_for_degenerate_results():
+    import matplotlib.pyplot as plt
+
+    from convscope.render.confusion import confusion_figure
+
+    labels = np.arange(30) % 3
+    all_wrong = evaluation_from_logits(torch.eye(3)[(labels + 1) % 3] * 5, labels, ["a", "b", "c"])
+    figure = confusion_figure(all_wrong)
+    norm = figure.axes[0].images[0].norm
+    assert norm.vmax == 1.0 and norm.vmin == pytest.approx(0.1)  # 100 % errors at the top, one decade shown
+    assert sorted(t.get_text() for t in figure.axes[0].texts) == ["0", "0", "0", "10", "10", "10"]
+    plt.close(figure)
+    perfect = evaluation_from_logits(torch.eye(3)[labels] * 5, labels, ["a", "b", "c"])
+    figure = confusion_figure(perfect)
+    assert sorted(t.get_text() for t in figure.axes[0].texts) == ["10", "10", "10"]
+    assert "0 of 30 wrong" in figure.axes[0].get_title()
+    plt.close(figure)

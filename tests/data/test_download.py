@@ -8,17 +8,20 @@ import dataclasses
 import gzip
 import json
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from datatest_helpers import files_under, make_arrays, serve, write_dataset
 
 from convscope.cli import main
 from convscope.data import load_split
 from convscope.data.download import DownloadError, download_dataset, verify_folder
 from convscope.data.sources import dataset_info, file_in
 
+sys.path.insert(0, str(Path(__file__).parent))  # helpers beside this file, in any pytest import mode
+from datatest_helpers import files_under, make_arrays, serve, write_dataset  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _no_sleep(monkeypatch):

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import gzip
 import struct
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from datatest_helpers import make_arrays, write_dataset
 
 from convscope.data import DatasetError, IdxError, load_split, read_idx, write_idx
 from convscope.data.idx import encode_idx, parse_idx
 
+sys.path.insert(0, str(Path(__file__).parent))  # helpers beside this file, in any pytest import mode
+from datatest_helpers import make_arrays, write_dataset  # noqa: E402
 
 def test_header_layout_is_the_mnist_format():
     array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)

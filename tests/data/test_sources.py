@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
-from datatest_helpers import make_arrays, write_dataset
 
-from convscope.data import DataNotFoundError, load_split, locate
-from convscope.data import sources
+from convscope.data import DataNotFoundError, load_split, locate, sources
 from convscope.data.sources import cache_dir, dataset_info, identify_folder, search
 
+sys.path.insert(0, str(Path(__file__).parent))  # helpers beside this file, in any pytest import mode
+from datatest_helpers import make_arrays, write_dataset  # noqa: E402
 
 @pytest.fixture
 def clean_env(tmp_path, monkeypatch):

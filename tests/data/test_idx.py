@@ -146,3 +146,15 @@ def test_load_split_gives_read_only_arrays_in_file_order(tmp_path):
     assert not split.images.flags.writeable and not split.labels.flags.writeable
     with pytest.raises(ValueError):
         split.images[0, 0, 0] = 1
+
+
+def test_a_changed_file_is_read_again(tmp_path):
+    arrays = make_arrays(seed=7)
+    write_dataset(tmp_path, arrays)
+    first = load_split("test", data_dir=tmp_path)
+    assert load_split("test", data_dir=tmp_path) is first  # cached per process
+    arrays["t10k-labels-idx1-ubyte"] = (arrays["t10k-labels-idx1-ubyte"] + 1) % 10
+    write_dataset(tmp_path, arrays)
+    second = load_split("test", data_dir=tmp_path)
+    assert second is not first
+    np.testing.assert_array_equal(second.labels, (first.labels + 1) % 10)

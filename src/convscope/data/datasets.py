@@ -41,8 +41,18 @@ class Split:
         return len(self.labels)
 
 
+def _signature(folder: Path, split: str) -> tuple:
+    """(path, size, mtime) of the split's two files: a changed file is read again."""
+    parts = []
+    for name in SPLIT_FILES[split]:
+        path = file_in(folder, name)
+        stat = path.stat() if path is not None else None
+        parts.append((str(path), stat.st_size, stat.st_mtime_ns) if stat else (name, None, None))
+    return tuple(parts)
+
+
 @functools.lru_cache(maxsize=8)
-def _load_split_cached(folder: str, dataset: str, split: str) -> Split:
+def _load_split_cached(folder: str, dataset: str, split: str, signature: tuple = ()) -> Split:
     image_name, label_name = SPLIT_FILES[split]
     image_path = file_in(Path(folder), image_name)
     label_path = file_in(Path(folder), label_name)
@@ -88,7 +98,8 @@ def load_split(
         raise DatasetError(f"unknown split {split!r}; use 'train' or 'test'")
     info = dataset_info(dataset)
     folder = locate(info.name, data_dir, download=download)
-    return _load_split_cached(str(folder.resolve()), info.name, split)
+    folder = folder.resolve()
+    return _load_split_cached(str(folder), info.name, split, _signature(folder, split))
 
 
 _REF = re.compile(r"^(?P<split>train|test):(?P<index>\d+)$")

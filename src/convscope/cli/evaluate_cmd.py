@@ -152,6 +152,7 @@ def evaluate(
             "architecture": getattr(config, "architecture", None),
             "preprocessing": getattr(config, "preprocessing", None),
             "recorded_test_accuracy": getattr(config, "test_accuracy", None),
+            "weights_sha256": getattr(config, "weights_sha256", None),
             "parameters": {
                 "dataset": data.dataset, "split": split, "batch_size": batch_size, "device": str(model_device(model)),
             },

@@ -56,18 +56,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--big", action="store_true", help="also run tiles on a 4000×3000 photo")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     args = parser.parse_args()
-    base = {"width": args.size, "height": args.size, "objective": "Conv2D_3", "bf16": False, "threads": 2, "tile_batch": 512}
+    # One thread by default: on this shared 2-core machine two OpenMP threads were
+    # measured several times slower than one (they spin-wait for each other).
+    base = {"width": args.size, "height": args.size, "objective": "Conv2D_3", "bf16": False, "threads": args.threads,
+            "tile_batch": 512}
     cases = [
         ("downscale", {**base, "tiling": "downscale"}),
         ("tiles", {**base, "tiling": "tiles"}),
         ("fullconv", {**base, "tiling": "fullconv"}),
-        ("fullconv, 1 thread", {**base, "tiling": "fullconv", "threads": 1}),
+        ("fullconv, 2 threads", {**base, "tiling": "fullconv", "threads": 2}),
         ("fullconv, bf16", {**base, "tiling": "fullconv", "bf16": True}),
     ]
     if args.big:
         cases.append(("tiles 4000x3000", {**base, "width": 4000, "height": 3000, "tiling": "tiles", "tile_batch": 256}))
-    print(f"DeepDream, {args.size}x{args.size} photo, Conv2D_3 layer objective, 4 octaves x 10 steps")
+    import os
+
+    print(f"DeepDream, {args.size}x{args.size} photo, Conv2D_3 layer objective, 4 octaves x 10 steps, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     results = {}
     for label, config in cases:
         results[label] = run(config)

@@ -21,7 +21,7 @@ def test_ycbcr_matches_pillow_and_round_trips(small_photo) -> None:
 def test_luminance_mode_leaves_chroma_unchanged(shipped_model, small_photo) -> None:
     objective = parse_objective("Conv2D_3")
     photo = torch.from_numpy(small_photo.copy())
-    result = dream_colour(lambda y: deep_dream(shipped_model, objective, y, octaves=1, steps=5), photo)
+    result = dream_colour(lambda y: deep_dream(shipped_model, objective, y, octaves=1, steps=5, step_size=0.1), photo)
     assert result.image.shape == photo.shape and result.image.dtype == torch.uint8
     before = np.asarray(Image.fromarray(small_photo).convert("YCbCr"), dtype=np.float32)
     after = np.asarray(Image.fromarray(result.image.numpy()).convert("YCbCr"), dtype=np.float32)

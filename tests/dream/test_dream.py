@@ -14,7 +14,7 @@ from convscope.optvis.objectives import parse_objective
 @pytest.mark.parametrize("tiling", ["downscale", "tiles", "fullconv"])
 def test_each_tiling_raises_its_objective_and_keeps_the_size(shipped_model, small_gray, tiling: str) -> None:
     objective = parse_objective("Conv2D_3")
-    result = deep_dream(shipped_model, objective, small_gray, tiling=tiling, octaves=2, steps=5, seed=1)
+    result = deep_dream(shipped_model, objective, small_gray, tiling=tiling, octaves=2, steps=5, step_size=0.1, seed=1)
     assert result.image.shape == small_gray.shape == (96, 80)
     assert result.octave_sizes == [(69, 57), (96, 80)]
     # measured on the full-size input and output with the same tiling
@@ -31,7 +31,7 @@ def test_each_tiling_raises_its_objective_and_keeps_the_size(shipped_model, smal
 
 def test_tiles_mode_serves_a_dense_objective(shipped_model, small_gray) -> None:
     objective = parse_objective("Dense_1:42")
-    result = deep_dream(shipped_model, objective, small_gray, tiling="tiles", octaves=1, steps=4)
+    result = deep_dream(shipped_model, objective, small_gray, tiling="tiles", octaves=1, steps=4, step_size=0.1)
     assert result.objective_after > result.objective_before
 
 

@@ -74,7 +74,7 @@ def _save_photo(path: Path, array) -> None:
 @click.option("--rounds", type=click.IntRange(1), default=4, show_default=True, help="Carve mode: downscale/ascent/upscale loops.")
 @click.option(
     "--step-size", type=click.FloatRange(min=0, min_open=True), default=None,
-    help="Step along the unit-RMS gradient, in standardised units: default 0.1 (octaves), 0.01 (carve, as the reference).",
+    help="Step along the unit-RMS gradient, in standardised units: default 0.05 (octaves; 0.1 for a stronger dream), 0.01 (carve, as the reference).",
 )
 @click.option("--jitter", type=click.IntRange(0), default=None, help="Largest random roll per step in pixels (default: 28, less on small images).")
 @click.option("--seed", default=0, show_default=True, help="Seed for the random rolls.")
@@ -148,7 +148,7 @@ def dream(
         fail(f"{photo_path} is {width}x{height} pixels; the model needs at least 28x28")
 
     steps = steps if steps is not None else (150 if mode == "carve" else 10)
-    step_size = step_size if step_size is not None else (0.01 if mode == "carve" else 0.1)
+    step_size = step_size if step_size is not None else (0.01 if mode == "carve" else 0.05)
     console = Console(stderr=True)
     photo_tensor = torch.from_numpy(np.array(photo, copy=True))
     started = time.perf_counter()

@@ -186,7 +186,7 @@ def deep_dream(
     octaves: int = 4,
     octave_scale: float = 1.4,
     steps: int = 10,
-    step_size: float = 0.1,
+    step_size: float = 0.05,
     jitter: int | None = None,
     restandardize: bool = True,
     seed: int | None = 0,
@@ -208,7 +208,8 @@ def deep_dream(
         octave_scale: size ratio between neighbouring octaves (> 1).
         steps: ascent steps per octave.
         step_size: step in standardised units (the image has std 1) per step,
-            along the unit-RMS gradient.
+            along the unit-RMS gradient (0.05: the photo stays recognisable after
+            4 octaves × 10 steps; 0.1 for a stronger dream).
         jitter: largest random roll in pixels per step (default: one tile, or a
             quarter of the smaller side for small images); 0 = none.
         restandardize: re-standardise the image after every step (reference).

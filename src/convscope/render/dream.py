@@ -88,3 +88,16 @@ def dream_values(values, octave_steps: int, *, title: str = "objective per step"
     axis.set_ylabel("objective")
     axis.set_title(title, fontsize=10)
     return figure
+
+
+def image_row(images, labels, *, title: str = "", height_inches: float = 3.2) -> Figure:
+    """Several photos/dreams in one row with a label each (uint8 ``(H, W)`` / ``(H, W, 3)``)."""
+    arrays = [_array(image) for image in images]
+    widths = [a.shape[1] / a.shape[0] for a in arrays]
+    figure = Figure(figsize=(height_inches * sum(widths) + 0.2, height_inches + 0.45), layout="constrained")
+    axes = figure.subplots(1, len(arrays), width_ratios=widths, squeeze=False)[0]
+    for axis, array, label in zip(axes, arrays, labels):
+        _show(axis, array, label, cmap=None if array.ndim == 3 else "gray", vmin=0, vmax=255)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure

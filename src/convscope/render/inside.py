@@ -392,7 +392,7 @@ def class_rows_figure(
         grid_rows = math.ceil(count / pr)
         ratios.append(min(3.2, max(1.0, (pr * width) / (grid_rows * height))))
     ratios.append(1.5)
-    fig = plt.figure(figsize=(2.0 * sum(ratios) + 1.0, 1.75 * len(rows) + 1.2), layout="constrained")
+    fig = plt.figure(figsize=(2.2 * sum(ratios) + 1.0, 1.95 * len(rows) + 1.2), layout="constrained")
     gs = fig.add_gridspec(len(rows), len(ratios), width_ratios=ratios)
     shown_per_layer = {}
     for r, row in enumerate(rows):

@@ -52,3 +52,26 @@ def test_resize_is_identity_at_same_size_and_antialiased_when_shrinking() -> Non
     board = (torch.arange(112)[:, None] + torch.arange(112)[None, :]) % 2 * 2.0 - 1.0
     small = resize(board[None, None], (28, 28))
     assert float(small.abs().max()) < 0.1
+
+
+def test_striped_fullconv_equals_one_whole_image_pass(shipped_model) -> None:
+    """Large images run in horizontal stripes (bounded memory) with the exact result."""
+    from convscope.dream.octaves import prepare_model
+    from convscope.dream.tiling import _geometry, _stripes, evaluate, objective_and_gradient
+    from convscope.optvis import objectives as obj
+
+    model = prepare_model(shipped_model)
+    geometry = _geometry(model, "Conv2D_3")
+    assert (geometry.jump, geometry.field) == (4, 18)  # Conv2D_3 units see 18×18 pixels, 4 apart
+    stripes = _stripes(geometry, 150, 90, 3000)
+    assert len(stripes) > 3 and stripes[0][0] == 0 and stripes[-1][1] == geometry.output_rows(150)
+    assert all(a[1] == b[0] for a, b in zip(stripes, stripes[1:]))  # every output row exactly once
+    image = torch.randn(1, 1, 150, 90, generator=torch.Generator().manual_seed(0))
+    for objective in (obj.layer("Conv2D_3"), obj.channel("Conv2D_2:5") - 0.1 * obj.total_variation()):
+        whole_value, whole_grad = objective_and_gradient(model, objective, image, "fullconv")
+        value, grad = objective_and_gradient(model, objective, image, "fullconv", stripe_pixels=3000)
+        assert value == pytest.approx(whole_value, rel=1e-5)
+        assert torch.allclose(grad, whole_grad, atol=1e-4 * float(whole_grad.abs().max()))
+    with torch.no_grad():
+        expected = float(obj.layer("Conv2D_3")(model, image))
+    assert evaluate(model, obj.layer("Conv2D_3"), image, "fullconv") == pytest.approx(expected, rel=1e-5)

@@ -38,6 +38,10 @@ TILINGS = ("downscale", "tiles", "fullconv")
 #: for Model A); bounds memory for very large photos.
 DEFAULT_TILE_BATCH = 512
 
+#: fullconv runs images with more pixels than this in horizontal stripes (exact,
+#: see :func:`_striped_fullconv`); ≈ 800 MB of activations per stripe for Model A.
+DEFAULT_STRIPE_PIXELS = 1_048_576
+
 
 class TilingError(ValueError):
     """A tiling that cannot be used with this objective or image."""
@@ -127,6 +131,109 @@ def from_tiles(tiles: torch.Tensor, grid: TileGrid, height: int, width: int) -> 
     return out
 
 
+@dataclass(frozen=True)
+class _Geometry:
+    """Vertical geometry of a valid-padding conv/pool stack up to one layer:
+    output row ``o`` sees input rows ``[o·jump, o·jump + field)``."""
+
+    jump: int
+    field: int
+    kernels: tuple[tuple[int, int], ...]  # (kernel, stride) per layer, for output sizes
+
+    def output_rows(self, rows: int) -> int:
+        for kernel, stride in self.kernels:
+            rows = (rows - kernel) // stride + 1
+        return rows
+
+
+def _geometry(model: nn.Module, layer: str) -> _Geometry | None:
+    """Geometry up to ``layer`` when every layer before it is a valid-padding
+    conv / max-pool (or an element-wise module); ``None`` otherwise."""
+    top = layer.split(".")[0]
+    jump, field, kernels = 1, 1, []
+    for name, child in model.named_children():
+        module = getattr(child, "conv", child)
+        if isinstance(module, nn.Conv2d):
+            k, st, pad, dil = module.kernel_size[0], module.stride[0], module.padding, module.dilation[0]
+            if isinstance(pad, str) and pad != "valid" or not isinstance(pad, str) and any(pad) or dil != 1:
+                return None
+        elif isinstance(module, nn.MaxPool2d):
+            k, st = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
+            if _pair(module.padding) != 0 or _pair(module.dilation) != 1 or module.ceil_mode:
+                return None
+        elif isinstance(module, (nn.ReLU, nn.Identity, nn.Dropout, nn.LeakyReLU, nn.Tanh, nn.Sigmoid)):
+            k, st = 1, 1
+        else:
+            return None
+        field += (k - 1) * jump
+        jump *= st
+        kernels.append((k, st))
+        if name == top:
+            return _Geometry(jump, field, tuple(kernels))
+    return None
+
+
+def _pair(value) -> int:
+    return value[0] if isinstance(value, (tuple, list)) else value
+
+
+def _stripes(geometry: _Geometry, height: int, width: int, budget: int) -> list[tuple[int, int, int, int]]:
+    """``[(out_start, out_stop, in_start, in_stop), ...]`` covering every output row once."""
+    total = geometry.output_rows(height)
+    input_rows = max(geometry.field + geometry.jump, budget // max(1, width))
+    per_stripe = max(1, (input_rows - geometry.field) // geometry.jump + 1)
+    stripes = []
+    for start in range(0, total, per_stripe):
+        stop = min(total, start + per_stripe)
+        stripes.append((start, stop, start * geometry.jump, (stop - 1) * geometry.jump + geometry.field))
+    return stripes
+
+
+def _striped_fullconv(
+    model: nn.Module, objective: Objective, image: torch.Tensor, budget: int, need_gradient: bool
+) -> tuple[float, torch.Tensor | None] | None:
+    """fullconv on a large image in horizontal stripes, with bounded memory and the
+    exact result of one whole-image pass.
+
+    1. without gradients, run each stripe (its input rows plus the receptive-field
+       halo) and assemble the objective layer's full output ``A``;
+    2. score ``A`` once and take ``d score / d A`` (any objective of that layer);
+    3. per stripe again, with gradients: backpropagate its rows of ``d score / d A``
+       to its input rows and add them up (halos overlap).
+
+    Costs one extra forward pass; used only for images over ``budget`` pixels.
+    Returns ``None`` when the model/objective cannot be striped (the caller then
+    runs the whole image at once).
+    """
+    if len(objective.layers) != 1:
+        return None
+    layer = objective.layers[0]
+    geometry = _geometry(model, layer)
+    height, width = image.shape[-2:]
+    if geometry is None or height * width <= budget:
+        return None
+    stripes = _stripes(geometry, height, width, budget)
+    if len(stripes) < 2:
+        return None
+    with torch.no_grad(), Probe(model, [layer]) as probe:
+        pieces = [probe.run(image[..., a:b, :])[layer] for _, _, a, b in stripes]
+    full = torch.cat(pieces, dim=2).float().requires_grad_(need_gradient)
+    x = image.detach().clone().requires_grad_(need_gradient)
+    with torch.set_grad_enabled(need_gradient):
+        score = objective.score({layer: full}, x).sum()
+    if not need_gradient:
+        return float(score), None
+    grad_full, grad_x = torch.autograd.grad(score, [full, x], allow_unused=True)
+    grad = torch.zeros_like(image) if grad_x is None else grad_x.clone()
+    with Probe(model, [layer]) as probe:
+        for out_start, out_stop, in_start, in_stop in stripes:
+            crop = image[..., in_start:in_stop, :].detach().clone().requires_grad_(True)
+            out = probe.run(crop)[layer]
+            (crop_grad,) = torch.autograd.grad(out, crop, grad_outputs=grad_full[:, :, out_start:out_stop].to(out.dtype))
+            grad[..., in_start:in_stop, :] += crop_grad.float()
+    return float(score.detach()), grad
+
+
 def objective_and_gradient(
     model: nn.Module,
     objective: Objective,
@@ -134,6 +241,7 @@ def objective_and_gradient(
     tiling: str,
     *,
     tile_batch: int = DEFAULT_TILE_BATCH,
+    stripe_pixels: int = DEFAULT_STRIPE_PIXELS,
 ) -> tuple[float, torch.Tensor]:
     """Objective value and its gradient for a whole image.
 
@@ -143,6 +251,8 @@ def objective_and_gradient(
         image: ``(1, 1, H, W)`` in the model's preprocessed space.
         tiling: ``"downscale"``, ``"tiles"`` or ``"fullconv"`` (see module doc).
         tile_batch: tiles per forward/backward chunk (memory bound) for ``tiles``.
+        stripe_pixels: ``fullconv`` runs larger images in exact horizontal stripes
+            of about this many pixels (memory bound; valid-padding conv stacks).
 
     Returns:
         ``(value, gradient)``: the objective (for tiles, the mean over tiles) and
@@ -156,6 +266,9 @@ def objective_and_gradient(
         (grad,) = torch.autograd.grad(score, x)
         return float(score.detach()), grad.float()
     if tiling == "fullconv":
+        striped = _striped_fullconv(model, objective, image, stripe_pixels, need_gradient=True)
+        if striped is not None:
+            return striped  # type: ignore[return-value]
         x = image.clone().requires_grad_(True)
         with Probe(model, objective.layers) as probe:
             activations = probe.run(x)
@@ -191,7 +304,8 @@ def evaluate(
         if tiling == "downscale":
             return float(objective(model, resize(image, model_input_size(model))).sum())
         if tiling == "fullconv":
-            return float(objective(model, image).sum())
+            striped = _striped_fullconv(model, objective, image, DEFAULT_STRIPE_PIXELS, need_gradient=False)
+            return striped[0] if striped is not None else float(objective(model, image).sum())
         tile = model_input_size(model)
         grid = tile_grid(image.shape[-2], image.shape[-1], tile)
         step = max(1, int(tile_batch))

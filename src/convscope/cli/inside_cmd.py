@@ -360,7 +360,8 @@ def predict(images_arg, image, top_k, model_path, data_dir, device, out_dir, as_
               help="Clear examples per class, and ambiguous A examples, chosen automatically.")
 @click.option("--images", "images_text", default=None,
               help="Use these test images instead of the automatic choice, e.g. "
-                   "test:1270,test:1816,test:1249 (each must be a true A or B; they are grouped by their label).")
+                   "test:1270,test:1816,test:7,test:9 (each must be a true A or B; they are grouped by their label, and the "
+                   "ambiguous figure shows them in the order given).")
 @click.option("--top", "top_n", type=click.IntRange(1, 200), default=20, show_default=True,
               help="Rows of the Cohen's d table (and outlined positions: the top 10).")
 @click.option("--threshold", type=float, default=0.0, show_default=True,
@@ -397,7 +398,7 @@ def compare(classes, layers_text, n_examples, images_text, top_n, threshold, cma
     Examples:
       convscope compare --classes 4 9
       convscope compare --classes 3 5 --layers Conv2D_3 --top 50 --json
-      convscope compare --classes 4 9 --images test:1270,test:1816,test:4860,test:7,test:1249
+      convscope compare --classes 4 9 --images test:1270,test:1816,test:4860,test:7,test:9
     """
     from convscope.data import is_dataset_ref, parse_image_ref
     from convscope.inside import compare_classes
@@ -412,6 +413,7 @@ def compare(classes, layers_text, n_examples, images_text, top_n, threshold, cma
     split = _subset(_load_split("test", data_dir), num_images)
     class_names = list(split.class_names)
     examples = None
+    given_order: list[int] = []
     if images_text:
         texts = split_image_texts(images_text)
         chosen_a, chosen_b = [], []
@@ -422,6 +424,7 @@ def compare(classes, layers_text, n_examples, images_text, top_n, threshold, cma
             if not 0 <= index < len(split):
                 fail(f"{text}: the test set has {len(split)} images, so the index must be 0..{len(split) - 1}")
             label = int(split.labels[index])
+            given_order.append(index)
             if label == class_a:
                 chosen_a.append(index)
             elif label == class_b:
@@ -463,7 +466,13 @@ def compare(classes, layers_text, n_examples, images_text, top_n, threshold, cma
         rows, names, marks=marks, cmap=cmap, legend=legend, class_names=class_names,
         title=f"Class patterns: {len(ex.clear_a)} '{a_name}' vs {len(ex.clear_b)} '{b_name}' test images ({chosen})",
     ), "patterns_png")
-    if ex.ambiguous_a:
+    if given_order:
+        rows6 = [row(i, f"{class_names[comparison.labels[i]]}:") for i in dict.fromkeys(given_order)]
+        write("figure", f"{base}_ambiguous.png", class_rows_figure(
+            rows6, names, marks=marks, cmap=cmap, legend=legend, class_names=class_names,
+            title=f"Your '{a_name}' and '{b_name}' images with their probability vectors (order as given)",
+        ), "ambiguous_png")
+    elif ex.ambiguous_a:
         rows6 = ([row(i, f"ambiguous {a_name}") for i in ex.ambiguous_a] + [row(ex.clear_a[0], f"clear {a_name}")]
                  + [row(i, f"clear {b_name}") for i in ex.clear_b])
         write("figure", f"{base}_ambiguous.png", class_rows_figure(
@@ -491,7 +500,8 @@ def compare(classes, layers_text, n_examples, images_text, top_n, threshold, cma
     if as_json:
         emit_json(report)
         return
-    click.echo(f"Clear {a_name}s: {', '.join(f'test:{i}' for i in ex.clear_a)}; clear {b_name}s: "
+    kind = "Given" if ex.chosen_by == "--images" else "Clear"
+    click.echo(f"{kind} {a_name}s: {', '.join(f'test:{i}' for i in ex.clear_a)}; {kind.lower()} {b_name}s: "
                f"{', '.join(f'test:{i}' for i in ex.clear_b)}"
                + (f"; ambiguous {a_name}s: {', '.join(f'test:{i}' for i in ex.ambiguous_a)}" if ex.ambiguous_a else ""))
     for i in ex.ambiguous_a:

@@ -11,13 +11,15 @@ Model FLOPs are counted analytically: multiply-accumulates of every Conv2d / Lin
 gradient and the weight gradient each cost about one forward). This slightly
 overcounts (Conv2D_1 needs no input gradient) and ignores ReLU, pooling and Adam.
 
-The matmul rate is a large square fp32 ``torch.matmul`` (2·n³ FLOPs), measured
-before and after the training measurements; the table uses their mean and prints
-both, because on a shared machine the rate drifts.
+The matmul rate is a large square fp32 ``torch.matmul`` (2·n³ FLOPs). Measurements
+are interleaved in rounds (matmul, batch 256, batch 64, matmul, …) so each training
+figure is divided by the mean of the matmul rates measured right before and after
+it; the table shows medians over the rounds, because on a shared machine the rates
+drift.
 
 Usage::
 
-    python benchmarks/train_throughput.py [--seconds 3] [--threads N] [--matmul-size 2048] [--json]
+    python benchmarks/train_throughput.py [--seconds 2] [--rounds 3] [--threads N] [--matmul-size 2048] [--json]
 """
 
 from __future__ import annotations
@@ -117,48 +119,72 @@ def train_images_per_second(batch_size: int, seconds: float, seed: int = 0) -> t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per measurement (default 3)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="seconds per measurement (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the table shows medians (default 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--matmul-size", type=int, default=2048, help="square matmul size n (default 2048)")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
 
     model = build_model("seed_cnn")
     macs = layer_macs(model)
     macs_per_image = sum(m for _, m in macs)
     train_flops_per_image = macs_per_image * 2 * 3
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
+    print(f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
     print("Model A multiply-accumulates per image (forward):")
     for name, count in macs:
         print(f"  {name:<22} {count:>12,}")
     print(f"  {'total':<22} {macs_per_image:>12,}  → training ≈ {train_flops_per_image / 1e6:.1f} MFLOP per image (×2 FLOP/MAC ×3 fwd+bwd)")
 
-    before, before_share = matmul_gflops(args.matmul_size, args.seconds)
     fast_batch = get_recipe("fast").batch_size
-    results = []
-    for batch in (fast_batch, 64):
-        images_per_s, ms_per_step, share = train_images_per_second(batch, args.seconds)
-        results.append({"batch_size": batch, "images_per_s": images_per_s, "ms_per_step": ms_per_step, "cpu_share": share})
-    after, after_share = matmul_gflops(args.matmul_size, args.seconds)
-    peak = (before + after) / 2
+    configs = [(f"fast, batch {fast_batch}", fast_batch), ("reference, batch 64", 64)]
+    # Interleave: matmul, each batch size, matmul, ... so every training figure has a
+    # matmul rate measured right before and right after it (the machine is shared).
+    matmuls = [matmul_gflops(args.matmul_size, args.seconds)]
+    rounds: list[list[dict]] = []
+    print(f"\n{'round':<7}{'matmul GFLOP/s':>15}  " + "  ".join(f"{label + ' img/s':>26}" for label, _ in configs))
+    for round_index in range(args.rounds):
+        rows = []
+        for label, batch in configs:
+            images_per_s, ms_per_step, share = train_images_per_second(batch, args.seconds, seed=round_index)
+            rows.append({"label": label, "batch_size": batch, "images_per_s": images_per_s, "ms_per_step": ms_per_step, "cpu_share": share})
+        matmuls.append(matmul_gflops(args.matmul_size, args.seconds))
+        peak = (matmuls[-2][0] + matmuls[-1][0]) / 2
+        for row in rows:
+            row["gflops"] = row["images_per_s"] * train_flops_per_image / 1e9
+            row["matmul_gflops"] = peak
+            row["fraction_of_matmul"] = row["gflops"] / peak
+            row["images_per_cpu_s"] = row["images_per_s"] / max(1e-9, row["cpu_share"] * threads)
+        rounds.append(rows)
+        print(f"{round_index + 1:<7}{peak:>15.1f}  " + "  ".join(f"{row['images_per_s']:>26,.0f}" for row in rows))
 
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+    summary = []
+    for column, (label, batch) in enumerate(configs):
+        cells = [r[column] for r in rounds]
+        row = {"label": label, "batch_size": batch}
+        for key in ("images_per_s", "ms_per_step", "gflops", "fraction_of_matmul", "cpu_share", "images_per_cpu_s", "matmul_gflops"):
+            row[key] = median([c[key] for c in cells])
+        row["epoch_s"] = 60_000 / row["images_per_s"]
+        summary.append(row)
+
+    print(f"\nMedians over {args.rounds} rounds (fp32 matmul {args.matmul_size}×{args.matmul_size}: "
+          f"{median([m[0] for m in matmuls]):.1f} GFLOP/s, CPU share {median([m[1] for m in matmuls]):.2f}):")
     print(
-        f"\nfp32 matmul {args.matmul_size}×{args.matmul_size}: {before:.1f} GFLOP/s before (CPU share {before_share:.2f}), "
-        f"{after:.1f} after ({after_share:.2f}), mean {peak:.1f}"
-    )
-    print(
-        f"\n{'recipe / batch':<22}{'images/s':>10}{'ms/step':>10}{'GFLOP/s':>10}{'of matmul':>11}{'epoch (60k)':>13}"
+        f"{'recipe / batch':<22}{'images/s':>10}{'ms/step':>10}{'GFLOP/s':>10}{'of matmul':>11}{'epoch (60k)':>13}"
         f"{'CPU share':>11}{'img/CPU-s':>11}"
     )
-    for row, label in zip(results, (f"fast, batch {fast_batch}", "reference, batch 64")):
-        achieved = row["images_per_s"] * train_flops_per_image / 1e9
-        row.update(label=label, gflops=achieved, fraction_of_matmul=achieved / peak, epoch_s=60_000 / row["images_per_s"])
-        row["images_per_cpu_s"] = row["images_per_s"] / max(1e-9, row["cpu_share"] * torch.get_num_threads())
+    for row in summary:
         print(
-            f"{label:<22}{row['images_per_s']:>10,.0f}{row['ms_per_step']:>10.1f}{achieved:>10.1f}"
+            f"{row['label']:<22}{row['images_per_s']:>10,.0f}{row['ms_per_step']:>10.1f}{row['gflops']:>10.1f}"
             f"{100 * row['fraction_of_matmul']:>10.1f}%{row['epoch_s']:>12.1f}s{row['cpu_share']:>11.2f}"
             f"{row['images_per_cpu_s']:>11,.0f}"
         )
@@ -166,21 +192,19 @@ def main() -> None:
         "CPU share: CPU seconds per wall second per thread; < 1 means other processes took cores during the run.\n"
         "img/CPU-s: images per CPU-second, i.e. roughly what one fully available core would do."
     )
-    ratio = results[0]["images_per_s"] / results[1]["images_per_s"]
-    print(f"\nbatch {fast_batch} vs 64: {ratio:.2f}× the images/s")
+    ratios = [r[0]["images_per_s"] / r[1]["images_per_s"] for r in rounds]
+    print(f"\nbatch {fast_batch} vs 64: {median(ratios):.2f}× the images/s (per round: {', '.join(f'{x:.2f}' for x in ratios)})")
     if args.json:
         print(
             json.dumps(
                 {
                     "torch": torch.__version__,
-                    "threads": torch.get_num_threads(),
+                    "threads": threads,
                     "macs_per_image": macs_per_image,
                     "train_flops_per_image": train_flops_per_image,
-                    "matmul_gflops": {
-                        "before": before, "after": after, "mean": peak, "n": args.matmul_size,
-                        "cpu_share": [before_share, after_share],
-                    },
-                    "results": results,
+                    "matmul": [{"gflops": g, "cpu_share": c} for g, c in matmuls],
+                    "rounds": rounds,
+                    "medians": summary,
                 },
                 indent=2,
             )

@@ -1,0 +1,189 @@
+"""Small images for the atlas, drawn straight from arrays (no matplotlib figure).
+
+The atlas holds hundreds of small pictures (one OIP, evolution strip, top-k strip
+and deconvnet per map); drawing each as a matplotlib figure would take minutes,
+so they are coloured with a colormap lookup table and encoded by Pillow here
+(≈ 1 ms each). Every function returns PNG bytes; the HTML embeds them as data URIs.
+
+Colour scales are explicit (``vmin``/``vmax`` arguments) so that images meant to
+be compared share one scale, and :func:`legend_gradient` gives the CSS gradient
+for the matching legend.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+#: Receptive-field outline colour (the same orange as the look-inside renderer).
+FIELD_COLOUR = (255, 159, 28)
+#: Background of gaps between tiles.
+GAP_COLOUR = (230, 232, 236)
+
+
+def _lut(cmap: str) -> np.ndarray:
+    """``(256, 3)`` uint8 colour table of a matplotlib colormap."""
+    from matplotlib import colormaps
+
+    table = colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3]
+    return (table * 255.0 + 0.5).astype(np.uint8)
+
+
+_LUTS: dict[str, np.ndarray] = {}
+
+
+def lut(cmap: str) -> np.ndarray:
+    """Cached :func:`_lut`."""
+    if cmap not in _LUTS:
+        _LUTS[cmap] = _lut(cmap)
+    return _LUTS[cmap]
+
+
+def colourise(values: np.ndarray, cmap: str, vmin: float, vmax: float) -> np.ndarray:
+    """Map ``(H, W)`` floats to ``(H, W, 3)`` uint8 through ``cmap`` on ``[vmin, vmax]``
+    (values outside are clipped; NaN becomes the gap colour)."""
+    values = np.asarray(values, dtype=np.float64)
+    span = vmax - vmin if vmax > vmin else 1.0
+    scaled = np.clip((values - vmin) / span, 0.0, 1.0)
+    index = np.nan_to_num(scaled * 255.0, nan=0.0).round().astype(np.int64)
+    rgb = lut(cmap)[index]
+    nan = np.isnan(values)
+    if nan.any():
+        rgb[nan] = GAP_COLOUR
+    return rgb
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """Encode ``(H, W, 3)`` / ``(H, W)`` uint8 as PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+def data_uri(png: bytes, mime: str = "image/png") -> str:
+    """``data:`` URI of encoded image bytes (the atlas is one self-contained file)."""
+    return f"data:{mime};base64," + base64.b64encode(png).decode("ascii")
+
+
+def gray_rgb(image: np.ndarray) -> np.ndarray:
+    """uint8 ``(H, W)`` → ``(H, W, 3)``."""
+    image = np.asarray(image, dtype=np.uint8)
+    return np.repeat(image[..., None], 3, axis=2)
+
+
+def digit_png(image: np.ndarray) -> bytes:
+    """A 28×28 uint8 digit as a gray PNG (shown pixelated by the page's CSS)."""
+    return png_bytes(np.asarray(image, dtype=np.uint8))
+
+
+def map_png(values: np.ndarray, cmap: str, vmin: float, vmax: float) -> bytes:
+    """One ``(H, W)`` map through a colormap on a fixed scale."""
+    return png_bytes(colourise(values, cmap, vmin, vmax))
+
+
+def mosaic(maps: np.ndarray, per_row: int, gap: int = 1) -> np.ndarray:
+    """Tile ``(C, H, W)`` maps into one array with ``gap``-pixel NaN lines between
+    them: ``(rows·(H+gap)−gap, per_row·(W+gap)−gap)``."""
+    count, height, width = maps.shape
+    per_row = max(1, min(per_row, count))
+    rows = math.ceil(count / per_row)
+    canvas = np.full((rows * (height + gap) - gap, per_row * (width + gap) - gap), np.nan)
+    for index in range(count):
+        r, c = divmod(index, per_row)
+        top, left = r * (height + gap), c * (width + gap)
+        canvas[top : top + height, left : left + width] = maps[index]
+    return canvas
+
+
+def grid_png(maps: np.ndarray, cmap: str, vmin: float, vmax: float, per_row: int = 8) -> bytes:
+    """All maps of a layer (``(C, H, W)``, or ``(F,)`` nodes as 1×1 cells) in one
+    image on one colour scale, with 1-pixel gaps."""
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.ndim == 1:
+        side = int(round(math.sqrt(maps.size)))
+        if side * side == maps.size:  # e.g. 100 nodes: one 10×10 block, no gaps
+            return png_bytes(colourise(maps.reshape(side, side), cmap, vmin, vmax))
+        maps = maps[:, None, None]
+    return png_bytes(colourise(mosaic(maps, per_row), cmap, vmin, vmax))
+
+
+def strip_png(frames: Sequence[np.ndarray], cmap: str, vmin: float, vmax: float, gap: int = 1) -> bytes:
+    """Frames ``(H, W)`` side by side (an evolution strip), one colour scale."""
+    stack = np.stack([np.asarray(f, dtype=np.float64) for f in frames])
+    return png_bytes(colourise(mosaic(stack, len(stack), gap), cmap, vmin, vmax))
+
+
+def digits_with_fields_png(
+    images: Sequence[np.ndarray],
+    rectangles: Sequence[Sequence[int]] | None,
+    *,
+    zoom: int = 3,
+    gap: int = 3,
+) -> bytes:
+    """Digits side by side, enlarged ``zoom``× (nearest), each with its receptive
+    field ``(top, left, bottom, right)`` outlined in orange (skipped where the
+    field is the whole image)."""
+    tiles = []
+    for j, image in enumerate(images):
+        big = np.kron(np.asarray(image, dtype=np.uint8), np.ones((zoom, zoom), dtype=np.uint8))
+        tile = Image.fromarray(gray_rgb(big))
+        if rectangles is not None:
+            top, left, bottom, right = (int(v) for v in rectangles[j])
+            h, w = np.asarray(image).shape
+            if (top, left, bottom, right) != (0, 0, h, w):
+                ImageDraw.Draw(tile).rectangle(
+                    [left * zoom, top * zoom, right * zoom - 1, bottom * zoom - 1], outline=FIELD_COLOUR, width=1
+                )
+        tiles.append(np.asarray(tile))
+    height, width = tiles[0].shape[:2]
+    canvas = np.empty((height, len(tiles) * (width + gap) - gap, 3), dtype=np.uint8)
+    canvas[:] = 255
+    for j, tile in enumerate(tiles):
+        canvas[:, j * (width + gap) : j * (width + gap) + width] = tile
+    return png_bytes(canvas)
+
+
+def signed_png(values: np.ndarray, limit: float | None = None, cmap: str = "RdBu_r") -> bytes:
+    """A signed map on a symmetric diverging scale ``[-limit, limit]`` (0 = white);
+    ``limit`` defaults to the map's own largest magnitude."""
+    values = np.asarray(values, dtype=np.float64)
+    limit = float(np.abs(values).max()) if limit is None else float(limit)
+    limit = limit or 1.0
+    return map_png(values, cmap, -limit, limit)
+
+
+def rgb_png(image: np.ndarray) -> bytes:
+    """A photo (``(H, W, 3)`` or ``(H, W)`` uint8) as PNG."""
+    return png_bytes(np.asarray(image, dtype=np.uint8))
+
+
+def jpeg_bytes(image: np.ndarray, quality: int = 88) -> bytes:
+    """A photo as JPEG (smaller than PNG for photographs)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(np.asarray(image, dtype=np.uint8))).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def figure_png(figure, dpi: int = 110) -> bytes:
+    """Render a matplotlib Figure to PNG bytes and close it."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def legend_gradient(cmap: str, stops: int = 9) -> str:
+    """CSS ``linear-gradient`` showing ``cmap`` left (low) to right (high)."""
+    table = lut(cmap)
+    parts = []
+    for i in range(stops):
+        r, g, b = table[round(i * 255 / (stops - 1))]
+        parts.append(f"rgb({r},{g},{b}) {100 * i / (stops - 1):.0f}%")
+    return "linear-gradient(to right, " + ", ".join(parts) + ")"

@@ -89,3 +89,25 @@ def test_stretch_maps_percentiles_to_the_8_bit_range() -> None:
     out = stretch(values, 1, 99)
     assert float(out.min()) == 0 and float(out.max()) == 255
     assert float(out.median()) == pytest.approx(127.5, abs=1.0)
+
+
+def test_a_guide_pulls_the_dream_toward_its_features(shipped_model, small_gray, test_split) -> None:
+    from convscope.data.preprocess import standardize
+    from convscope.dream import guided_objective
+    from convscope.dream.guide import guide_vector
+
+    guide = torch.as_tensor(test_split.images[0].astype("float32"))  # a digit as the guide
+    objective = guided_objective(shipped_model, guide, parse_objective("Conv2D_2"), "fullconv")
+    assert objective.layers == ("Conv2D_2",) and objective.name == "guide(Conv2D_2)"
+    target = guide_vector(shipped_model, guide, "Conv2D_2")
+    result = deep_dream(shipped_model, objective, small_gray, octaves=2, steps=5, step_size=0.1)
+
+    def cosine(image):
+        vector = guide_vector(shipped_model, image, "Conv2D_2")
+        return float(torch.nn.functional.cosine_similarity(vector, target, dim=0))
+
+    assert cosine(result.image) > cosine(small_gray) + 0.05
+    with pytest.raises(ValueError, match="reads a layer"):
+        from convscope.optvis.objectives import total_variation
+
+        guided_objective(shipped_model, guide, -1.0 * total_variation(), "fullconv")

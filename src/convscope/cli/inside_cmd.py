@@ -140,7 +140,7 @@ def _caption(picked, probabilities, names) -> str:
               help="Layer(s) to show: a name (Conv2D_1 … Dense_2, logits, probabilities), repeat or comma-separate; "
                    "'all' = every layer.")
 @click.option("--per-row", type=click.IntRange(1), default=None,
-              help="Maps per grid row. Default 8 (10 for a 100-node dense layer: a 10×10 block).")
+              help="Maps per grid row. Default 8 for conv/pool layers; dense layers: 10 (Dense_1 as a 10×10 block), about √N for bigger ones (Flatten).")
 @click.option("--cmap", type=click.Choice(CMAPS), default="viridis", show_default=True, help="Colormap.")
 @click.option("--scaling", type=click.Choice(["raw", "reference"]), default="raw", show_default=True,
               help="raw: the activations as they are (the reference's default; clipping hides what maps react to). "

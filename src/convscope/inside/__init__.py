@@ -1,6 +1,20 @@
 """Look inside the network: activations, filters, predictions, class patterns,
 mistakes and top-k dataset examples. Engines only: tensors and dataclasses in and
-out; draw with :mod:`convscope.render.inside`."""
+out; draw with :mod:`convscope.render.inside`.
+
+In a notebook::
+
+    from convscope.data import load_split
+    from convscope.inside import image_activations, topk_examples
+    from convscope.models import load_model
+    from convscope.render.inside import activation_grid_figure, topk_gallery_figure
+
+    model, test = load_model(), load_split("test")
+    acts = image_activations(model, test.images[1270], "Conv2D_1")   # acts.values: (32, 26, 26)
+    activation_grid_figure(acts.values, layer=acts.layer, image=acts.image)   # a Figure
+    top = topk_examples(model, test.images, "Conv2D_3", k=9)          # top.indices: (128, 9)
+    topk_gallery_figure(top, test.images, maps=range(16))
+"""
 
 from convscope.inside.activations import ImageActivations, image_activations, layer_activations, reference_scaling
 from convscope.inside.class_patterns import (

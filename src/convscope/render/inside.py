@@ -212,7 +212,7 @@ def activation_grid_figure(
     count, height, width = maps.shape
     dense = (height, width) == (1, 1)
     if per_row is None:
-        per_row = 10 if dense and count == 100 else 8
+        per_row = (10 if count <= 100 else math.ceil(math.sqrt(count))) if dense else 8
     per_row = max(1, min(per_row, count))
     rows = math.ceil(count / per_row)
     grid_aspect = (rows * height) / (per_row * width)

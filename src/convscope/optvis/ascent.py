@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -130,6 +131,7 @@ def reference_ascent(
     jitter: int = 0,
     generator: torch.Generator | None = None,
     progress: ProgressFn | None = None,
+    fast: bool = True,
 ) -> AscentResult:
     """Run the reference gradient ascent on a batch of initial images.
 
@@ -155,6 +157,10 @@ def reference_ascent(
             (the second reference's "5 % jitter"; the image itself is not moved).
         generator: randomness for ``jitter``.
         progress: ``progress(step, steps, active)`` called after every step.
+        fast: run on a private copy of the model in channels-last memory format
+            with its parameters' ``requires_grad`` off (about 30 % faster on CPU:
+            max-pooling and convolutions vectorise better; results are the same
+            up to float rounding). The caller's model is never modified.
 
     Returns:
         An :class:`AscentResult`.
@@ -164,6 +170,8 @@ def reference_ascent(
     if steps < 0:
         raise ValueError(f"steps must be >= 0; got {steps}")
     n_members = images.shape[0]
+    if fast:
+        model = fast_twin(model)
     was_training = model.training
     model.eval()
     current = images.detach().clone()
@@ -302,6 +310,19 @@ def reference_ascent(
     )
 
 
+def fast_twin(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` for input-gradient work: eval mode, parameters frozen,
+    channels-last memory format. Falls back to ``model`` if it cannot be copied."""
+    try:
+        twin = copy.deepcopy(model)
+    except Exception:  # noqa: BLE001 - an uncopyable model still works, just slower
+        return model
+    twin.eval()
+    for parameter in twin.parameters():
+        parameter.requires_grad_(False)
+    return twin.to(memory_format=torch.channels_last)
+
+
 class _NoProbe:
     """Stand-in for objectives that read no layer (pure image penalties)."""
 
@@ -314,5 +335,5 @@ class _NoProbe:
 
 __all__ = [
     "AscentResult", "GRADIENT_EPS", "STATUS_CONVERGED", "STATUS_DEAD", "STATUS_MAX_STEPS",
-    "normalise_gradient", "random_roll", "reference_ascent", "report_steps",
+    "fast_twin", "normalise_gradient", "random_roll", "reference_ascent", "report_steps",
 ]

@@ -1,0 +1,126 @@
+"""OIP speed: batching, early freezing, the 224-map precursor run, FLOP rate.
+
+Run:  python benchmarks/oip_speed.py [--threads 2] [--sample 8] [--steps 600]
+
+Everything is measured side by side in this one run on the shipped Model A:
+
+1. fp32 matmul rate of this machine (the ceiling);
+2. all 128 maps of Conv2D_3 × STEPS, batched (one forward/backward per step),
+   no early stop — vs the per-map loop of the same algorithm, timed on SAMPLE
+   maps and extrapolated to 128 (said in the output);
+3. the same batch with early freezing (criterion 5e-4, the reference's upper value);
+4. all 224 maps of Conv2D_1..3 with the precursor + early freezing (the CLI's
+   ``oip --all-layers --early-stop``), end to end;
+5. the achieved FLOP rate (analytic FLOPs of forward + input-gradient passes
+   up to the probed layer) as a fraction of the matmul rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+
+from convscope.address import layer_output_shapes
+from convscope.models import load_model
+from convscope.optvis import objectives as obj
+from convscope.optvis.ascent import reference_ascent
+from convscope.optvis.init import random_initial_images
+from convscope.optvis.oip import compute_oips, conv_layers
+
+
+def matmul_gflops(size: int = 1024, repeats: int = 20) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            torch.mm(a, b)
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return 2 * size**3 / best / 1e9
+
+
+def flops_per_member_step(model: nn.Module, layer: str) -> float:
+    """Forward + input-gradient FLOPs for one image, up to ``layer`` (convs only;
+    ReLU / pooling are negligible). The backward w.r.t. the input costs about one
+    forward per conv."""
+    shapes = layer_output_shapes(model)
+    total = 0.0
+    for name, module in model.named_children():
+        for sub in module.modules():
+            if isinstance(sub, nn.Conv2d):
+                c_out, h, w = shapes[name]
+                k = sub.kernel_size[0] * sub.kernel_size[1] * sub.in_channels
+                total += 2.0 * c_out * h * w * k
+        if name == layer:
+            break
+    return 2.0 * total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sample", type=int, default=8, help="maps timed one by one (extrapolated to 128)")
+    parser.add_argument("--steps", type=int, default=600)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = load_model(None)
+    steps = args.steps
+    print(f"threads={args.threads}  steps={steps}  torch {torch.__version__}")
+
+    peak = matmul_gflops()
+    print(f"fp32 matmul (1024²): {peak:.1f} GFLOP/s")
+
+    start_images = random_initial_images(128, generator=torch.Generator().manual_seed(0))
+    maps = list(range(128))
+    t0 = time.perf_counter()
+    batched = reference_ascent(model, obj.channels("Conv2D_3", maps), start_images, steps=steps)
+    t_batched = time.perf_counter() - t0
+
+    sample = [int(m) for m in torch.linspace(0, 127, args.sample).round().tolist()]
+    t0 = time.perf_counter()
+    for m in sample:
+        reference_ascent(model, obj.channel("Conv2D_3", m), start_images[m : m + 1], steps=steps)
+    t_loop = (time.perf_counter() - t0) / len(sample) * 128
+
+    t0 = time.perf_counter()
+    early = reference_ascent(model, obj.channels("Conv2D_3", maps), start_images, steps=steps, criterion=5e-4, early_stop=True)
+    t_early = time.perf_counter() - t0
+
+    flops3 = flops_per_member_step(model, "Conv2D_3")
+    print()
+    print(f"Conv2D_3, 128 maps x {steps} steps, reference strategy 0 (same random starts):")
+    print(f"  per-map loop (timed {len(sample)} maps, x128) : {t_loop:8.2f} s")
+    print(f"  batched, no early stop                  : {t_batched:8.2f} s   speed-up {t_loop / t_batched:5.1f}x")
+    print(f"  batched + early freezing (5e-4)         : {t_early:8.2f} s   speed-up {t_loop / t_early:5.1f}x"
+          f"   (member-steps {early.member_steps} of {128 * (steps + 1)}; dead {early.status.count('dead')},"
+          f" converged {early.status.count('converged')})")
+    rate = batched.member_steps * flops3 / t_batched / 1e9
+    print(f"  FLOP rate batched: {rate:.1f} GFLOP/s = {rate / peak:.0%} of the matmul rate"
+          f"  ({flops3 / 1e6:.1f} MFLOP per member-step)")
+    print(f"  non-zero OIPs from one random start each: {int((batched.final_loss > 0).sum())}/128")
+
+    print()
+    print("All conv layers with precursor + early freezing (oip --all-layers --early-stop):")
+    total_time, total_flops, covered, total_maps = 0.0, 0.0, 0, 0
+    for layer in conv_layers(model):
+        t0 = time.perf_counter()
+        result = compute_oips(model, layer, seed=0, steps=steps, criterion=5e-4, early_stop=True)
+        seconds = time.perf_counter() - t0
+        total_time += seconds
+        total_flops += result.ascent.member_steps * flops_per_member_step(model, layer)
+        covered += result.coverage
+        total_maps += len(result.map_indices)
+        print(f"  {layer}: {len(result.map_indices):4d} maps  {seconds:6.2f} s  non-zero {result.coverage:4d}"
+              f"  mean steps/map {result.ascent.member_steps / len(result.map_indices):6.1f}"
+              f"  dead {result.ascent.status.count('dead')}")
+    print(f"  total: {total_maps} maps in {total_time:.2f} s (target <= 30 s, aim <= 10 s); "
+          f"non-zero {covered}/{total_maps}; ascent FLOP rate {total_flops / total_time / 1e9:.1f} GFLOP/s"
+          f" = {total_flops / total_time / 1e9 / peak:.0%} of matmul (precursor time included in the time)")
+
+
+if __name__ == "__main__":
+    main()

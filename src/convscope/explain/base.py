@@ -47,24 +47,27 @@ RULES = ("plain", "deconvnet", "guided")
 
 
 class _RuleReLU(torch.autograd.Function):
-    """ReLU forward; backward according to ``rule``."""
+    """ReLU forward; backward according to ``rule``. Like autograd's own ReLU it
+    keeps its output (not a mask) for the backward pass: no extra memory or pass."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, rule: str) -> torch.Tensor:  # type: ignore[override]
         out = torch.relu(x)
         ctx.rule = rule
         if rule != "deconvnet":
-            ctx.save_for_backward(out > 0)
+            ctx.save_for_backward(out)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         if ctx.rule == "deconvnet":
             return torch.relu(grad_out), None
-        (mask,) = ctx.saved_tensors
+        (out,) = ctx.saved_tensors
+        # threshold_backward(g, out, 0) = g * (out > 0) = g * (input > 0): the native ReLU backward
+        grad = torch.ops.aten.threshold_backward(grad_out, out, 0)
         if ctx.rule == "guided":
-            return torch.relu(grad_out) * mask, None
-        return grad_out * mask, None
+            return torch.relu_(grad), None
+        return grad, None
 
 
 _OUT_OF_PLACE = {torch.relu, F.relu, torch.Tensor.relu}

@@ -12,7 +12,6 @@ from torch import nn
 from convscope.explain import (
     Deconvnet, GradCAM, GuidedBackprop, IntegratedGradients, Occlusion, Saliency, relu_rule,
 )
-from explain_helpers import FunctionalSeedCNN, tiny_cam, tiny_dense, tiny_pool
 
 X_DENSE = torch.tensor([[[[1.0, 2.0]]]])  # hidden pre-activation (3, -1): unit 0 on, unit 1 off
 
@@ -30,12 +29,12 @@ X_DENSE = torch.tensor([[[[1.0, 2.0]]]])  # hidden pre-activation (3, -1): unit 
         (GuidedBackprop, 1, [1.0, 1.0]),
     ],
 )
-def test_backward_rules_exact(cls, target, expected):
+def test_backward_rules_exact(tiny_dense, cls, target, expected):
     result = cls(tiny_dense()).attribute(X_DENSE, target=target)
     assert torch.equal(result, torch.tensor(expected).view(1, 1, 1, 2))
 
 
-def test_deconvnet_uses_max_pool_switches_and_rectifies():
+def test_deconvnet_uses_max_pool_switches_and_rectifies(tiny_pool):
     x = torch.tensor([[[[1.0, 3.0], [2.0, -1.0]]]])  # pool switch at (0, 1)
     assert torch.equal(Deconvnet(tiny_pool(2.0)).attribute(x, 0), torch.tensor([[[[0.0, 2.0], [0.0, 0.0]]]]))
     # a negative signal is rectified away by the deconvnet, kept by the gradient
@@ -47,7 +46,7 @@ def test_deconvnet_uses_max_pool_switches_and_rectifies():
     assert torch.allclose(Saliency(tiny_pool(2.0)).attribute(x, "relu:0"), torch.tensor([[[[0.25, 0.25], [0.25, 0.0]]]]))
 
 
-def test_gradcam_exact():
+def test_gradcam_exact(tiny_cam):
     x = torch.tensor([[[[1.0, 2.0], [-1.0, 3.0]]]])
     # maps A0 = relu(x) = (1,2;0,3), A1 = relu(-x) = (0,0;1,0); weights +1, -1
     cam = GradCAM(tiny_cam(), "relu").attribute(x, 0, relu=False, upsample=False)
@@ -56,7 +55,7 @@ def test_gradcam_exact():
     assert torch.equal(cam, torch.tensor([[[[1.0, 2.0], [0.0, 3.0]]]]))
 
 
-def test_integrated_gradients_exact_and_complete():
+def test_integrated_gradients_exact_and_complete(tiny_dense):
     ig = IntegratedGradients(tiny_dense())
     # f0(a x) = -3a on the whole path, gradient (-1, -1): IG = (-1, -1) * (1, 2)
     # (trapezoid / left rules would sample alpha = 0, where relu'(0) = 0: not exact here)
@@ -66,16 +65,16 @@ def test_integrated_gradients_exact_and_complete():
         assert abs(float(delta[0])) < 1e-6
 
 
-def test_occlusion_exact():
+def test_occlusion_exact(tiny_dense):
     # occluding x1 -> f0 = -2 (drop -1); occluding x2 -> f0 = +1 (drop -4)
     attr = Occlusion(tiny_dense()).attribute(X_DENSE, 0, window=1, stride=1, baseline=0.0)
     assert torch.equal(attr, torch.tensor([[[[-1.0, -4.0]]]]))
 
 
 @pytest.mark.parametrize("kind", ["F.relu", "torch.relu", "relu_", "inplace"])
-def test_rules_apply_to_functional_and_inplace_relu(shipped_model, batch, kind):
+def test_rules_apply_to_functional_and_inplace_relu(shipped_model, batch, functional_model_a, kind):
     x, labels = batch
-    functional = FunctionalSeedCNN(shipped_model, kind)
+    functional = functional_model_a(shipped_model, kind)
     assert torch.equal(functional(x), shipped_model(x))
     for cls in (Deconvnet, GuidedBackprop, Saliency):
         ours_modules = cls(shipped_model).attribute(x[:4], labels[:4])
@@ -83,10 +82,10 @@ def test_rules_apply_to_functional_and_inplace_relu(shipped_model, batch, kind):
         assert torch.allclose(ours_functional, ours_modules, atol=1e-6), (cls.name, kind)
 
 
-def test_relu_rule_counts_every_relu_call(shipped_model, batch):
+def test_relu_rule_counts_every_relu_call(shipped_model, batch, functional_model_a):
     x, _ = batch
     with relu_rule("deconvnet") as mode:
-        FunctionalSeedCNN(shipped_model, "relu_")(x[:1].clone().requires_grad_())
+        functional_model_a(shipped_model, "relu_")(x[:1].clone().requires_grad_())
     assert mode.calls == 4  # Conv2D_1..3 and Dense_1
     with relu_rule("guided") as mode:
         shipped_model(x[:1].clone().requires_grad_())

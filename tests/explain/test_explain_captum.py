@@ -13,7 +13,6 @@ captum_attr = pytest.importorskip("captum.attr")
 from convscope.explain import (  # noqa: E402
     Deconvnet, GradCAM, GuidedBackprop, GuidedGradCAM, IntegratedGradients, Occlusion, Saliency,
 )
-from explain_helpers import FunctionalSeedCNN  # noqa: E402
 
 ATOL = 1e-5
 
@@ -100,11 +99,11 @@ def test_integrated_gradients_matches_captum(shipped_model, batch):
     _close(ours * 19 / 20, theirs)
 
 
-def test_functional_relu_model_captum_deconvnet_silently_wrong(shipped_model, batch):
+def test_functional_relu_model_captum_deconvnet_silently_wrong(shipped_model, batch, functional_model_a):
     """On a model calling F.relu, Captum's Deconvolution finds no nn.ReLU modules to
     hook and returns the plain gradient; ours still applies the deconvnet rule."""
     x, labels = batch
-    functional = FunctionalSeedCNN(shipped_model, "F.relu")
+    functional = functional_model_a(shipped_model, "F.relu")
     plain = Saliency(functional).attribute(x, labels)
     theirs = captum_attr.Deconvolution(functional).attribute(x, target=labels)
     ours = Deconvnet(functional).attribute(x, labels)

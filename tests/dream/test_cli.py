@@ -52,6 +52,9 @@ def test_carve_writes_panels_and_zoom_writes_frames(tmp_path: Path, photo_file: 
     frames = sorted((out / "frames").glob("frame_*.png"))
     assert [f.name for f in frames] == ["frame_0000.png", "frame_0001.png"]
     assert Image.open(frames[1]).size == Image.open(photo_file).size
+    first = np.asarray(Image.open(frames[0]), dtype=np.int16)
+    assert np.array_equal(first, np.asarray(Image.open(out / "dream.png"), dtype=np.int16))  # frame 0 = the dream
+    assert np.abs(np.asarray(Image.open(frames[1]), dtype=np.int16) - first).mean() > 3  # then it zooms
 
 
 @pytest.mark.parametrize(

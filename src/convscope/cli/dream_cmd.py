@@ -180,8 +180,9 @@ def dream(
             if zoom_frames:
                 bar.update(task, description="zoom frames", completed=0)
                 luminance, chroma = split_luminance(photo_tensor)
+                # frame 0 is the dream itself (same seed), then zoom in and dream again
                 zoomed = make_zoom_frames(
-                    model, objective, dreamed.luminance, zoom_frames, zoom=zoom, progress=progress, seed=seed,
+                    model, objective, luminance, zoom_frames, zoom=zoom, progress=progress, seed=seed,
                     **{k: v for k, v in options.items() if k != "seed"},
                 )
                 # The colours zoom with the frames: frame i shows the centre magnified zoom**i.

@@ -11,11 +11,13 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +47,8 @@ class AtlasOptions:
         device: ``"auto"``, ``"cpu"``, ``"cuda"``.
         command: the command line, recorded in the provenance section.
         history_search: folders whose ``*/history.json`` may hold the model's training history.
+        threads: PyTorch CPU threads (``None``: auto — PyTorch's default, or 1 when the
+            machine is already busier than its cores, where extra threads only spin).
     """
 
     out_dir: Path = Path("convscope-out/atlas")
@@ -56,6 +60,7 @@ class AtlasOptions:
     device: str = "auto"
     command: str = ""
     history_search: list[Path] = field(default_factory=lambda: [Path("runs")])
+    threads: int | None = None
 
 
 @dataclass
@@ -93,13 +98,15 @@ class BuildResult:
 @dataclass
 class Stage:
     """One unit of work: ``run(ctx)`` returns its output; ``params`` and ``deps``
-    go into its cache key."""
+    go into its cache key. ``single_thread`` stages run many tiny operations, for
+    which a second intra-op thread costs more than it gives."""
 
     name: str
     title: str
     run: Callable[[st.Context], StageOutput]
     params: dict[str, Any]
     deps: tuple[str, ...] = ()
+    single_thread: bool = False
 
 
 #: Hooks the tests use: ``on_stage(name)`` is called before a stage is computed.
@@ -117,9 +124,12 @@ def _sha256_file(path: Path) -> str:
 def plan_stages(ctx: st.Context, history_search: list[Path]) -> list[Stage]:
     """The stages for this model, layers and profile, in run order."""
     p = ctx.profile
+    history, source = st.find_history(ctx.model, ctx.model_path, history_search)
+    history_hash = stage_key({"history": history}) if history is not None else None
     stages = [
-        Stage("model_card", "model card: evaluation, curves", lambda c: st.stage_model_card(c, history_search),
-              {"history_search": [str(d) for d in history_search]}),
+        Stage("model_card", "model card: evaluation, confusion", st.stage_model_card, {}),
+        Stage("training", "training curves", lambda c: st.stage_training(c, history, source),
+              {"history": history_hash, "source": source}),
         Stage("activations", "filters, activation grids, dense patterns", st.stage_activations,
               {"layers": ctx.layers}, ("model_card",)),
         Stage("topk", "top-k dataset examples", st.stage_topk, {"layers": ctx.layers, "k": p.topk}),
@@ -132,7 +142,7 @@ def plan_stages(ctx: st.Context, history_search: list[Path]) -> list[Stage]:
                             {"layer": layer, **oip_params}))
     stages += [
         Stage("deconv", "deconvnets of the strongest examples", st.stage_deconv,
-              {"layers": ctx.conv_layers}, ("topk",)),
+              {"layers": ctx.conv_layers}, ("topk",), single_thread=True),
         Stage("classes", "class visualisations 0-9", st.stage_classes,
               {"steps": p.class_steps, "epsilon": p.class_epsilon}),
         Stage("compare", "4 vs 9 comparison", st.stage_compare, {"n": p.compare_examples}),
@@ -144,6 +154,29 @@ def plan_stages(ctx: st.Context, history_search: list[Path]) -> list[Stage]:
               tuple(s for s in (f"oip:{ctx.conv_layers[-1]}",) if ctx.conv_layers)),
     ]
     return stages
+
+
+def choose_threads(requested: int | None) -> int:
+    """PyTorch intra-op threads for the build (see :attr:`AtlasOptions.threads`)."""
+    if requested is not None:
+        return max(1, int(requested))
+    default = torch.get_num_threads()
+    try:
+        busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
+    except OSError:
+        busy = False
+    return 1 if busy else default
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` PyTorch threads, restoring the previous number."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def resolve_layers(model: torch.nn.Module, layers: list[str] | None) -> tuple[list[str], list[str]]:
@@ -200,6 +233,7 @@ def build_atlas(
     from convscope.report.html import render_page
 
     started = time.perf_counter()
+    threads = choose_threads(options.threads)
     profile = PROFILES[options.profile] if isinstance(options.profile, str) else options.profile
     device = resolve_device(options.device)
     model = load_model(options.model_path, device=device)
@@ -250,7 +284,8 @@ def build_atlas(
                     progress.update(inner, completed=done, total=max(total, 1))
 
                 ctx.progress = tick
-                output = stage.run(ctx)
+                with torch_threads(1 if stage.single_thread else threads):
+                    output = stage.run(ctx)
                 ctx.progress = None
                 original = time.perf_counter() - t0
                 cache.save(stage.name, key, output, original)
@@ -270,7 +305,7 @@ def build_atlas(
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": str(device),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads,
         "model": str(options.model_path) if options.model_path else f"shipped Model A ({weights_path.name})",
         "weights_file": str(weights_path),
         "weights_sha256": identity["weights_sha256"],

@@ -22,7 +22,7 @@ CSS = """
   --nav-w: 250px;
 }
 * { box-sizing: border-box; }
-html { scroll-behavior: smooth; scroll-padding-top: 12px; }
+html { scroll-padding-top: 12px; }
 body {
   margin: 0; color: var(--fg); background: var(--bg);
   font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "Noto Sans",
@@ -129,6 +129,11 @@ article.map header a.self { font-weight: 700; color: var(--fg); }
 .dream figure img { width: 100%; height: auto; border-radius: 8px; }
 .dream figure img.px { image-rendering: pixelated; }
 .more { margin-top: 8px; font-size: 13px; }
+.legends { display: flex; flex-wrap: wrap; gap: 4px 28px; }
+.nodes { display: grid; grid-template-columns: 22px minmax(0, 1fr); gap: 6px; max-width: 1100px; }
+.nodes .rowlabels { display: grid; grid-template-rows: repeat(10, 1fr); font-size: 12px; color: var(--muted); text-align: right; }
+.nodes .rowlabels span { display: flex; align-items: center; justify-content: flex-end; }
+.nodes img { width: 100%; height: 240px; border-radius: 4px; }
 @media (max-width: 900px) {
   body { grid-template-columns: 1fr; }
   nav.toc { position: sticky; top: 0; height: auto; max-height: 42vh; z-index: 5; }
@@ -222,12 +227,14 @@ def section_model_card(ctx: Context) -> str:
                        f"</span></td></tr>")
     per_class_html = ('<table class="t"><thead><tr><th>class</th><th class="num">images</th><th class="num">accuracy</th>'
                       '<th>(bar: 95 % … 100 %)</th></tr></thead><tbody>' + "".join(pc_rows) + "</tbody></table>")
-    if "curves" in images:
-        hist = meta.get("history", {})
-        curves = (image_tag(images, "curves", "training curves", "fig")
-                  + f"<p class='note'>{hist.get('epochs', '?')} epochs; history from <code>{esc(meta['history_source'])}</code>.</p>")
+    training_out = ctx.outputs["training"]
+    if "curves" in training_out.images:
+        hist = training_out.meta.get("history", {})
+        curves = (image_tag(training_out.images, "curves", "training curves", "fig")
+                  + f"<p class='note'>{hist.get('epochs', '?')} epochs; history from "
+                    f"<code>{esc(training_out.meta['history_source'])}</code>.</p>")
     else:
-        curves = f"<p class='note'>No training curves: {esc(meta['history_source'])}.</p>"
+        curves = f"<p class='note'>No training curves: {esc(training_out.meta['history_source'])}.</p>"
     confusions = ", ".join(f"{c['true']}→{c['predicted']} ×{c['count']}" for c in evaluation["top_confusions"])
     config_acc = meta.get("config_test_accuracy")
     config_note = ""
@@ -268,6 +275,7 @@ def _coverage(meta: dict) -> str:
             parts.append(f'<div class="src-{source}" style="width:{100 * n / count:.2f}%" title="{label}: {n}">{n}</div>')
     alive = meta["alive"]
     status = {s: meta["status"].count(s) for s in ("converged", "max_steps", "dead")}
+    reference = " (the reference found 61 of 128)" if meta["layer"] == "Conv2D_3" and count == 128 else ""
     legend_html = " ".join(f'<span class="sw src-{s}"></span> {esc(label)}' for s, label in labels.items())
     return f"""
 <div class="coverage">
@@ -275,7 +283,7 @@ def _coverage(meta: dict) -> str:
   <div class="legend">{legend_html}</div>
   <p class="note" style="margin:0">Precursor: {meta['params']['precursor'].get('n_candidates', '?')} long-scale random
   starts scored per map in one pass; silent maps then tried the test images and a pre-ReLU ascent.
-  After the ascent <b>{alive} of {count}</b> maps respond (the reference found 61 of 128 for Conv2D_3);
+  After the ascent <b>{alive} of {count}</b> maps respond{reference};
   {status['converged']} converged early, {status['max_steps']} ran all {meta['params'].get('steps')} steps, {status['dead']} dead.</p>
 </div>"""
 
@@ -308,20 +316,22 @@ def section_layer(ctx: Context, layer: str) -> str:
                  "one colour scale for all ten digits.</p>"
                  + legend(ACT_CMAP, "0", f"{info['vmax']:.3g}", "activation")
                  + f'<div class="grid-acts" style="--cell:{cell}">' + "".join(tiles) + "</div>")
-    if dense and "dense" in acts.meta and layer in acts.meta["dense"]:
-        d = acts.meta["dense"][layer]
+    compare = ctx.outputs["compare"]
+    if dense and layer in compare.meta.get("dense", {}):
+        d = compare.meta["dense"][layer]
         top_rows = "".join(
             f"<tr><td><b>{esc(names[c])}</b></td><td class='mono'>{', '.join(str(n) for n in nodes)}</td></tr>"
             for c, nodes in enumerate(d["top_nodes"]))
+        labels = "".join(f"<span>{esc(n)}</span>" for n in names)
         parts.append(
             "<h3>Node patterns <small>class means over the whole test split</small></h3>"
-            f"<p class='note'>Each row is one class (0 at the top), each column one of the {d['nodes']} nodes; "
-            f"{d['never_active']} nodes never fire on the test set.</p>"
+            f"<p class='note'>One row per true class, one column per node (0 … {d['nodes'] - 1}, left to right); "
+            f"{d['silent_nodes']} nodes stay at 0 on average for every class.</p>"
             + legend(ACT_CMAP, "0", f"{d['vmax']:.3g}", "mean activation")
-            + image_tag(acts.images, f"dense/{layer}", f"{layer} class-mean node patterns", "px fig",
-                        'style="width:100%;max-width:1100px;height:auto"')
-            + "<h3>Most class-specific nodes</h3><table class='t' style='max-width:520px'><tr><th>class</th>"
-              "<th>nodes (class mean minus others' mean, largest first)</th></tr>" + top_rows + "</table>")
+            + f'<div class="nodes"><div class="rowlabels">{labels}</div>'
+            + image_tag(compare.images, f"dense/{layer}", f"{layer} class-mean node patterns", "px")
+            + "</div><h3>Most class-specific nodes</h3><table class='t' style='max-width:560px'><tr><th>class</th>"
+              "<th>nodes (class mean minus the other classes' mean, largest first)</th></tr>" + top_rows + "</table>")
     if layer in ctx.conv_layers:
         oip = ctx.outputs[f"oip:{layer}"]
         meta = oip.meta
@@ -396,8 +406,9 @@ def section_maps(ctx: Context, layer: str) -> str:
             f"<small>{meta['maps']} cards; link to one with <code>#{esc(map_id(layer, 0))}</code></small></h2>"
             "<p class='lead'>Per map: its OIP, how the OIP evolved during the ascent, the test images that excite it "
             "most, and a deconvnet (Zeiler &amp; Fergus) of the strongest one.</p>"
+            + '<div class="legends">'
             + legend(OIP_CMAP, f"{OIP_SCALE[0]:g}", f"{OIP_SCALE[1]:g}", "OIP and evolution: standardised pixel")
-            + legend(ATTR_CMAP, "−max", "+max", "deconvnet (per map)")
+            + legend(ATTR_CMAP, "−max", "+max", "deconvnet (each map its own scale)") + "</div>"
             + f'<div class="cards" data-layer="{esc(layer)}">' + "".join(cards) + "</div></section>")
 
 
@@ -415,7 +426,7 @@ def section_classes(ctx: Context) -> str:
 <section class="block" id="classes">
   <h2>Class visualisations <small>0–9</small></h2>
   <p class="lead">The input that maximises each class logit (the softmax replaced by a linear output, reference
-  gradient ascent, {out.meta['params'].get('steps')} steps from random multi-scale starts). Ghostly digits appear.</p>
+  gradient ascent from random multi-scale starts, {out.meta["params"].get("passes")} passes of {out.meta["params"].get("steps")} steps with ±{out.meta["params"].get("jitter")} px jitter). Ghostly digits appear.</p>
   {legend(OIP_CMAP, f"{OIP_SCALE[0]:g}", f"{OIP_SCALE[1]:g}", "standardised pixel")}
   <div class="classes">{''.join(figures)}</div>
   <h3>The same in gray</h3><div class="classes">{grays}</div>

@@ -26,7 +26,7 @@ from convscope.report.cache import StageOutput
 from convscope.report.profile import Profile
 
 #: Bump when a stage's output changes meaning (invalidates stored results).
-STAGE_VERSION = 4
+STAGE_VERSION = 5
 
 #: Fixed colour scale of OIPs (they are standardised: mean 0, std 1).
 OIP_SCALE = (-3.0, 3.0)
@@ -155,9 +155,9 @@ def find_history(model: nn.Module, model_path: Path | None, search_dirs: list[Pa
     return None, "no training history was recorded with this model"
 
 
-def stage_model_card(ctx: Context, search_dirs: list[Path]) -> StageOutput:
-    """Summary, parameter counts, recipe, curves, test accuracy, per-class accuracy,
-    confusion matrix."""
+def stage_model_card(ctx: Context) -> StageOutput:
+    """Summary, parameter counts, recipe, test accuracy, per-class accuracy and the
+    confusion matrix (the evaluation every later stage reuses)."""
     from convscope.evaluation import evaluate_model
     from convscope.models import summary_rows
     from convscope.render.confusion import confusion_figure
@@ -184,26 +184,30 @@ def stage_model_card(ctx: Context, search_dirs: list[Path]) -> StageOutput:
         "probabilities": evaluation.probabilities.astype(np.float32),
     }
     out.images["confusion"] = img.figure_png(confusion_figure(evaluation), dpi=100)
-    history, source = find_history(model, ctx.model_path, search_dirs)
-    out.meta["history_source"] = source
-    if history is not None:
-        from convscope.render.training import training_curves_figure
-        from convscope.training.loop import EpochRecord
+    return out
 
-        fields = set(EpochRecord.__dataclass_fields__)
-        try:
-            records = [EpochRecord(**{k: v for k, v in e.items() if k in fields}) for e in history["epochs"]]
-            out.images["curves"] = img.figure_png(
-                training_curves_figure(records, history.get("lr_history", []), ""), dpi=90
-            )
-            out.meta["history"] = {
-                "epochs": len(records),
-                "final_test_accuracy": records[-1].test_accuracy,
-                "final_train_accuracy": records[-1].train_accuracy,
-                "train_seconds": history.get("train_seconds"),
-            }
-        except (TypeError, KeyError, ValueError) as exc:
-            out.meta["history_source"] = f"a history was found ({source}) but could not be read: {exc}"
+
+def stage_training(ctx: Context, history: dict | None, source: str) -> StageOutput:
+    """The training curves from the history found with the model (or a note that
+    none was recorded)."""
+    out = StageOutput(meta={"history_source": source})
+    if history is None:
+        return out
+    from convscope.render.training import training_curves_figure
+    from convscope.training.loop import EpochRecord
+
+    fields = set(EpochRecord.__dataclass_fields__)
+    try:
+        records = [EpochRecord(**{k: v for k, v in e.items() if k in fields}) for e in history["epochs"]]
+        out.images["curves"] = img.figure_png(training_curves_figure(records, history.get("lr_history", []), ""), dpi=90)
+        out.meta["history"] = {
+            "epochs": len(records),
+            "final_test_accuracy": records[-1].test_accuracy,
+            "final_train_accuracy": records[-1].train_accuracy,
+            "train_seconds": history.get("train_seconds"),
+        }
+    except (TypeError, KeyError, ValueError, IndexError) as exc:
+        out.meta["history_source"] = f"a history was found ({source}) but could not be read: {exc}"
     return out
 
 
@@ -232,9 +236,10 @@ def sample_indices(predictions: np.ndarray, labels: np.ndarray, classes: int = 1
 
 
 def stage_activations(ctx: Context) -> StageOutput:
-    """Raw filters of the first conv layer, activation grids of every section layer
-    for one sample digit per class (one shared colour scale per layer), and the
-    class-mean patterns of the dense layers over the whole test split."""
+    """Raw filters of the first conv layer and activation grids of every section
+    layer for one sample digit per class (one shared colour scale per layer).
+    (The dense layers' class-mean patterns come from the comparison stage, which
+    already passes the whole test split through them.)"""
     from convscope.inside import conv_filters, layer_activations
     from convscope.render.inside import kernel_grid_figure
 
@@ -249,7 +254,8 @@ def stage_activations(ctx: Context) -> StageOutput:
         values = _np(acts[name])  # (10, C, H, W) or (10, F)
         vmax = float(values.max()) or 1.0
         shape = list(values.shape[1:])
-        per_row = 8 if values.ndim == 4 else 16
+        # 3×3 maps read better in wide rows; larger maps in rows of 8
+        per_row = 8 if values.ndim == 4 and (shape[1] > 5 or shape[0] < 64) else 16
         for i in range(len(samples)):
             out.images[f"grid/{name}/{i}"] = img.grid_png(values[i], ACT_CMAP, 0.0, vmax, per_row=per_row)
         active = (values > 0).reshape(len(samples), -1).mean(axis=1)
@@ -260,27 +266,6 @@ def stage_activations(ctx: Context) -> StageOutput:
         out.images["filters"] = img.figure_png(kernel_grid_figure(bank), dpi=90)
         out.meta["filters_layer"] = conv[0]
         out.meta["filters_shape"] = list(bank.weights.shape)
-    dense = [n for n in ctx.layers if _np(acts[n]).ndim == 2]
-    if dense:
-        full = layer_activations(ctx.model, ctx.split.images, dense, progress=ctx.tick)
-        labels = np.asarray(ctx.split.labels)
-        out.meta["dense"] = {}
-        for name in dense:
-            values = _np(full[name])
-            means = np.stack([values[labels == c].mean(axis=0) for c in range(len(ctx.class_names))])  # (10, F)
-            vmax = float(means.max()) or 1.0
-            zoom_rows = np.repeat(means, 6, axis=0)  # taller rows read better
-            out.images[f"dense/{name}"] = img.map_png(zoom_rows, ACT_CMAP, 0.0, vmax)
-            # nodes most specific to each class: mean for the class minus the mean of the others
-            specific = []
-            for c in range(len(ctx.class_names)):
-                others = np.delete(means, c, axis=0).mean(axis=0)
-                order = np.argsort(-(means[c] - others), kind="stable")[:5]
-                specific.append([int(o) for o in order])
-            dead = int((values.max(axis=0) <= 0).sum())
-            out.arrays[f"dense_means/{name}"] = means.astype(np.float32)
-            out.meta["dense"][name] = {"vmax": vmax, "nodes": int(means.shape[1]), "top_nodes": specific,
-                                       "never_active": dead}
     return out
 
 
@@ -316,30 +301,26 @@ def stage_topk(ctx: Context) -> StageOutput:
 
 # ----------------------------------------------------------------------------- OIPs
 def stage_oip(ctx: Context, layer: str) -> StageOutput:
-    """The OIP of every map of ``layer``: precursor starts, then the reference
-    ascent for all maps in one batch; evolution strips from its snapshots."""
-    from convscope.inference import to_input
-    from convscope.optvis import objectives as obj
-    from convscope.optvis.ascent import reference_ascent
-    from convscope.optvis.precursor import precursor_starts
+    """The OIP of every map of ``layer`` (:func:`convscope.optvis.oip.compute_oips`:
+    precursor starts, then the reference ascent of all maps in one batch);
+    evolution strips from its snapshots."""
     from convscope.address import layer_output_shapes
+    from convscope.inference import to_input
+    from convscope.optvis.oip import compute_oips
 
     p = ctx.profile
     count = int(layer_output_shapes(ctx.model)[layer][0])
     maps = list(range(count))
-    generator = ctx.generator(f"oip:{layer}")
     dataset = to_input(ctx.ascent_model, ctx.split.images[: p.precursor_dataset]) if p.precursor_dataset else None
-    starts = precursor_starts(
-        ctx.ascent_model, layer, maps, n_candidates=p.precursor_candidates, generator=generator,
-        dataset_images=dataset, preactivation_steps=p.precursor_preactivation_steps, epsilon=p.oip_epsilon,
-    )
     ctx.tick(0, p.oip_steps)
-    result = reference_ascent(
-        ctx.ascent_model, obj.channels(layer, maps), starts.images.to(_device(ctx.ascent_model)),
-        steps=p.oip_steps, epsilon=p.oip_epsilon, n_report_steps=p.oip_report_steps,
-        criterion=p.oip_criterion, early_stop=True,
-        progress=lambda step, steps, _active: ctx.tick(step, steps),
+    computed = compute_oips(
+        ctx.ascent_model, layer, maps, seed=ctx.seed + zlib.crc32(layer.encode()) % 10_000, steps=p.oip_steps,
+        epsilon=p.oip_epsilon, criterion=p.oip_criterion, early_stop=True, n_candidates=p.precursor_candidates,
+        dataset_images=dataset, preactivation_steps=p.precursor_preactivation_steps,
+        n_report_steps=p.oip_report_steps, progress=lambda step, steps, _active: ctx.tick(step, steps),
     )
+    result = computed.ascent
+    starts = computed.precursor
     oips = _np(result.images)[:, 0]  # (C, 28, 28)
     snaps = _np(result.snapshots)[:, :, 0]  # (S, C, 28, 28)
     final = _np(result.final_loss).astype(np.float64)
@@ -355,18 +336,18 @@ def stage_oip(ctx: Context, layer: str) -> StageOutput:
         "final_loss": final,
         "initial_loss": _np(result.initial_loss).astype(np.float64),
         "converged_step": _np(result.converged_step).astype(np.int32),
-        "start_score": _np(starts.scores).astype(np.float64),
+        "start_score": _np(starts.scores).astype(np.float64) if starts is not None else np.zeros(count),
     }
     out.meta = {
         "layer": layer,
         "maps": count,
         "status": status,
         "dead": dead,
-        "source": list(starts.source),
+        "source": list(starts.source) if starts is not None else ["random"] * count,
         "snapshot_steps": [int(s) for s in result.snapshot_steps],
         "alive": int(count - sum(dead)),
         "member_steps": int(result.member_steps),
-        "params": {**result.params, "precursor": starts.params},
+        "params": {**result.params, "precursor": starts.params if starts is not None else {}},
     }
     return out
 
@@ -407,19 +388,23 @@ def stage_deconv(ctx: Context) -> StageOutput:
 
 # ----------------------------------------------------------------------------- classes
 def stage_classes(ctx: Context) -> StageOutput:
-    """Class visualisations: the reference ascent on each class logit (10 in one batch)."""
-    from convscope.optvis import objectives as obj
-    from convscope.optvis.ascent import reference_ascent
-    from convscope.optvis.init import random_initial_images
+    """Class visualisations (:func:`convscope.optvis.strategies.class_patterns`):
+    each class logit maximised from noise with a little jitter, two passes."""
+    from convscope.optvis.strategies import class_patterns
 
     p = ctx.profile
     n = len(ctx.class_names)
-    generator = ctx.generator("classes")
-    start = random_initial_images(n, generator=generator).to(_device(ctx.ascent_model))
-    result = reference_ascent(
-        ctx.ascent_model, obj.class_logits(range(n)), start, steps=p.class_steps, epsilon=p.class_epsilon,
-        progress=lambda step, steps, _a: ctx.tick(step, steps),
-    )
+    total = 2 * p.class_steps
+    state = {"pass": 0, "last": 0}
+
+    def tick(step: int, steps: int, _active: int) -> None:
+        if step < state["last"]:  # the second pass began
+            state["pass"] += 1
+        state["last"] = step
+        ctx.tick(state["pass"] * steps + step, total)
+
+    result = class_patterns(ctx.ascent_model, steps=p.class_steps, epsilon=p.class_epsilon, passes=2,
+                            seed=ctx.seed, progress=tick)
     with torch.no_grad():
         probs = torch.softmax(ctx.model(result.images.to(_device(ctx.model))).float(), dim=1).cpu().numpy()
     pictures = _np(result.images)[:, 0]
@@ -432,7 +417,7 @@ def stage_classes(ctx: Context) -> StageOutput:
     out.meta = {
         "p_class": [float(probs[c, c]) for c in range(n)],
         "predicted": [int(probs[c].argmax()) for c in range(n)],
-        "final_logit": [float(v) for v in _np(result.final_loss)],
+        "final_logit": [float(v) for v in _np(result.logits)],
         "params": result.params,
     }
     return out
@@ -449,7 +434,7 @@ def stage_compare(ctx: Context, class_a: int = 4, class_b: int = 9) -> StageOutp
     kinds = layer_kinds(ctx.model)
     convs = [n for n, k in kinds.items() if k == "conv"]
     dense = [n for n, k in kinds.items() if k == "dense"]
-    layers = [convs[-1]] + dense[:-1][:1]
+    layers = [convs[-1]] + dense[:-1]
     comparison = compare_classes(
         ctx.model, ctx.split.images, ctx.split.labels, class_a, class_b, layers=layers,
         n_examples=ctx.profile.compare_examples, progress=ctx.tick,
@@ -494,8 +479,27 @@ def stage_compare(ctx: Context, class_a: int = 4, class_b: int = 9) -> StageOutp
     out.meta = {
         "class_a": class_a, "class_b": class_b, "compared_layers": layers,
         **comparison.to_dict(top=10),
+        "dense": {},
     }
+    for name in dense[:-1]:
+        dense_patterns(out, name, _np(comparison.layers[name].separation.class_means), len(names))
     return out
+
+
+def dense_patterns(out: StageOutput, name: str, means: np.ndarray, classes: int) -> None:
+    """Node patterns of one dense layer from its class means ``(classes, F)``: the
+    heat map, the most class-specific nodes, the nodes that never fire on average."""
+    means = np.nan_to_num(means.astype(np.float64))
+    vmax = float(means.max()) or 1.0
+    out.images[f"dense/{name}"] = img.map_png(means, ACT_CMAP, 0.0, vmax)
+    specific = []
+    for c in range(classes):
+        others = np.delete(means, c, axis=0).mean(axis=0)
+        order = np.argsort(-(means[c] - others), kind="stable")[:5]
+        specific.append([int(o) for o in order])
+    out.arrays[f"dense_means/{name}"] = means.astype(np.float32)
+    out.meta["dense"][name] = {"vmax": vmax, "nodes": int(means.shape[1]), "top_nodes": specific,
+                               "silent_nodes": int((means.max(axis=0) <= 0).sum())}
 
 
 # ----------------------------------------------------------------------------- mistakes
@@ -552,7 +556,7 @@ def stage_dream(ctx: Context) -> StageOutput:
     photo = default_photo()
     height, width = photo.shape[:2]
     new_size = (p.dream_width, max(28, round(height * p.dream_width / width)))
-    photo = np.asarray(Image.fromarray(photo).resize(new_size, Image.Resampling.BICUBIC))
+    photo = np.array(Image.fromarray(photo).resize(new_size, Image.Resampling.BICUBIC))
     kinds = layer_kinds(ctx.model)
     deepest = [n for n, k in kinds.items() if k == "conv"][-1]
     from convscope.address import layer_output_shapes
@@ -563,7 +567,7 @@ def stage_dream(ctx: Context) -> StageOutput:
     if oip is not None and oip.meta["dead"][carve_map]:
         alive = [m for m, d in enumerate(oip.meta["dead"]) if not d]
         carve_map = alive[0] if alive else carve_map
-    gray = torch.as_tensor(np.asarray(Image.fromarray(photo).convert("L")), dtype=torch.float32)
+    gray = torch.as_tensor(np.array(Image.fromarray(photo).convert("L")), dtype=torch.float32)
     total = p.carve_rounds * p.carve_epochs + p.dream_octaves * p.dream_steps
     carved = carve(
         ctx.model, obj.channel(f"{deepest}:{carve_map}"), gray, rounds=p.carve_rounds, epochs=p.carve_epochs,

@@ -1,0 +1,64 @@
+"""How long the atlas takes: a fresh build of the whole atlas for Model A, stage by
+stage (wall and CPU seconds), then the same build again from the stored stages.
+
+Target: the whole (full-profile) atlas in ≤ 60 s on a 2-core CPU. On a shared
+machine the wall time depends on what else runs; the CPU column and the load
+average printed before and after say how busy it was.
+
+    python benchmarks/report_speed.py            # full profile
+    python benchmarks/report_speed.py --quick    # the CI profile
+    python benchmarks/report_speed.py --out DIR  # keep the atlas (default: a temp folder)
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from convscope.report import AtlasOptions, build_atlas
+
+TARGET_SECONDS = 60.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the reduced CI profile")
+    parser.add_argument("--out", type=Path, default=None, help="build here (must not hold an atlas already)")
+    parser.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: the atlas's auto choice)")
+    parser.add_argument("--data-dir", type=Path, default=os.environ.get("CONVSCOPE_DATA"))
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="atlas-bench-") as tmp:
+        out = args.out or Path(tmp) / "atlas"
+        options = AtlasOptions(out_dir=out, data_dir=args.data_dir, profile="quick" if args.quick else "full",
+                               threads=args.threads, command="python benchmarks/report_speed.py")
+        load_before = os.getloadavg()
+        cpu0 = time.process_time()
+        first = build_atlas(options, console=Console(file=io.StringIO()))
+        cpu_first = time.process_time() - cpu0
+        second = build_atlas(options, console=Console(file=io.StringIO()))
+        load_after = os.getloadavg()
+
+        print(f"profile: {'quick' if args.quick else 'full'}   cores: {os.cpu_count()}   "
+              f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f}")
+        print(f"{'stage':<16}{'wall s':>9}{'CPU s':>9}{'cached run s':>14}")
+        for fresh, cached in zip(first.timings, second.timings):
+            print(f"{fresh.name:<16}{fresh.seconds:>9.2f}{fresh.cpu_seconds:>9.2f}{cached.seconds:>14.2f}")
+        html_fresh = first.total_seconds - sum(t.seconds for t in first.timings)
+        print(f"{'load + html':<16}{html_fresh:>9.2f}{'':>9}{second.total_seconds - sum(t.seconds for t in second.timings):>14.2f}")
+        print(f"{'total':<16}{first.total_seconds:>9.2f}{cpu_first:>9.2f}{second.total_seconds:>14.2f}")
+        verdict = "within" if first.total_seconds <= TARGET_SECONDS else "OVER"
+        print(f"fresh build {first.total_seconds:.1f} s wall ({verdict} the {TARGET_SECONDS:.0f} s target), "
+              f"{cpu_first:.1f} CPU s; resumed build {second.total_seconds:.1f} s "
+              f"({first.total_seconds / max(second.total_seconds, 1e-9):.0f}× faster); "
+              f"page {first.index.stat().st_size / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()

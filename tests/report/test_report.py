@@ -1,0 +1,251 @@
+"""The atlas: build it (quick profile) on the real MNIST test set with the shipped
+model, open it in headless Chromium, and check what a reader would see; then
+check that stored stages are reused and that an interrupted build resumes.
+
+Chromium: Debian's ``/usr/bin/chromium`` driven by Playwright (the Python
+package only; no browser download). Without it the browser test is skipped —
+or fails when ``CI`` is set, because CI must run it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from convscope.report import AtlasOptions, build_atlas
+from convscope.report.cache import StageCache
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+EXPECTED_TILES = {"Conv2D_1": 32, "Conv2D_2": 64, "Conv2D_3": 128}
+
+
+def _quiet() -> Console:
+    return Console(file=io.StringIO(), width=100)
+
+
+def _options(out: Path, mnist_dir: Path) -> AtlasOptions:
+    # history_search=[]: the test must not depend on training runs lying around
+    return AtlasOptions(out_dir=out, data_dir=mnist_dir, profile="quick", seed=0, history_search=[],
+                        command="pytest tests/report")
+
+
+@pytest.fixture(scope="module")
+def evaluation(shipped_model, test_split):
+    """The engine's evaluation of the shipped model on the test set (the atlas must show these numbers)."""
+    from convscope.evaluation import evaluate_model
+
+    return evaluate_model(shipped_model, test_split)
+
+
+@pytest.fixture(scope="module")
+def atlas(tmp_path_factory, mnist_dir):
+    """One quick atlas, built once for the module: ``(result, stages computed)``."""
+    out = tmp_path_factory.mktemp("atlas")
+    computed: list[str] = []
+    result = build_atlas(_options(out, mnist_dir), console=_quiet(), on_stage=computed.append)
+    return result, computed
+
+
+def test_build_writes_one_self_contained_page(atlas):
+    result, computed = atlas
+    planned = [t.name for t in result.timings]
+    assert computed == planned  # a fresh folder: every stage computed
+    assert planned[:4] == ["model_card", "training", "activations", "topk"]
+    assert {"oip:Conv2D_1", "oip:Conv2D_2", "oip:Conv2D_3", "deconv", "classes", "compare", "mistakes",
+            "dream"} <= set(planned)
+    text = result.index.read_text(encoding="utf-8")
+    # nothing is fetched from anywhere: no external URLs in src/href, no stylesheet or script files
+    assert not re.search(r'(?:src|href)\s*=\s*"(?:https?:)?//', text)
+    assert "<link rel=\"stylesheet\"" not in text and "<script src" not in text
+    assert "@import" not in text and "url(http" not in text
+    # every section and every per-map anchor is there
+    for anchor in ("model-card", "layer-Conv2D_1", "layer-Conv2D_2", "layer-Conv2D_3", "layer-Dense_1",
+                   "classes", "compare", "mistakes", "dream", "provenance", "Conv2D_3-120", "Conv2D_1-0"):
+        assert f'id="{anchor}"' in text, anchor
+    summary = json.loads(result.summary.read_text())
+    assert summary["provenance"]["weights_sha256"] and len(summary["provenance"]["weights_sha256"]) == 64
+    assert [t["stage"] for t in summary["timings"]][:-1] == planned
+    # the index is the only page; no half-written temporary files are left
+    assert not list(result.out_dir.glob("*.part")) and not list(result.out_dir.glob(".*.part"))
+
+
+def test_atlas_numbers_match_the_engines(atlas, evaluation):
+    result, _ = atlas
+    summary = json.loads(result.summary.read_text())
+    card = summary["stages"]["model_card"]
+    assert card["evaluation"]["accuracy"] == evaluation.accuracy
+    assert card["evaluation"]["num_errors"] == evaluation.num_errors
+    assert card["total_params"] == 208_982
+    oip = summary["stages"]["oip:Conv2D_3"]
+    assert oip["maps"] == 128 and len(oip["dead"]) == 128
+    # a map marked alive really reached a positive objective, a dead one did not
+    assert oip["alive"] == sum(not d for d in oip["dead"])
+    assert oip["alive"] > 61  # the reference found OIPs for 61 of 128; the precursor does better
+    mistakes = summary["stages"]["mistakes"]["mistakes"]
+    assert mistakes and all(m["true"] != m["predicted"] for m in mistakes)
+    assert all(int(evaluation.predictions[m["index"]]) == m["predicted"] for m in mistakes)
+    compare = summary["stages"]["compare"]
+    assert all(e["label"] == 4 and e["predicted"] == 4 for e in compare["ambiguous_a"])
+
+
+def _launch(playwright):
+    if not CHROMIUM.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing; CI must install Debian's chromium (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium chromium-driver); browser check skipped")
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+
+
+def test_atlas_in_headless_chromium(atlas, evaluation):
+    sync_api = pytest.importorskip("playwright.sync_api") if not os.environ.get("CI") else __import__(
+        "playwright.sync_api", fromlist=["sync_playwright"])
+    result, _ = atlas
+    console_errors: list[str] = []
+    failed: list[str] = []
+    requested: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        browser = _launch(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda exc: console_errors.append(str(exc)))
+            page.on("requestfailed", lambda r: failed.append(r.url))
+            page.on("request", lambda r: requested.append(r.url))
+            page.goto(result.index.as_uri(), wait_until="load")
+            page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+            broken = page.evaluate(
+                "() => Array.from(document.images).filter(i => i.naturalWidth === 0).map(i => i.alt)")
+            n_images = page.evaluate("() => document.images.length")
+            tiles = page.evaluate(
+                "() => Object.fromEntries(Array.from(document.querySelectorAll('.oip-gallery'))"
+                ".map(g => [g.dataset.layer, g.querySelectorAll('a.tile img').length]))")
+            cards = page.evaluate(
+                "() => Object.fromEntries(Array.from(document.querySelectorAll('.cards'))"
+                ".map(g => [g.dataset.layer, g.querySelectorAll('article.map').length]))")
+            sections = page.evaluate(
+                "() => Array.from(document.querySelectorAll('section[data-layer]')).map(s => s.dataset.layer)")
+            shown_accuracy = page.get_attribute("#test-accuracy", "data-value")
+            shown_text = page.inner_text("#test-accuracy")
+            dead_tiles = page.evaluate("() => document.querySelectorAll('#layer-Conv2D_3 a.tile.dead').length")
+            # the sticky table of contents stays in view after scrolling
+            page.evaluate("() => window.scrollTo(0, document.body.scrollHeight / 2)")
+            toc_top = page.evaluate("() => document.querySelector('nav.toc').getBoundingClientRect().top")
+            # the gallery tile of map 120 links to the map's own card
+            page.click("#layer-Conv2D_3 a.tile[href='#Conv2D_3-120']")
+            try:
+                page.wait_for_function(
+                    "() => { const r = document.getElementById('Conv2D_3-120').getBoundingClientRect();"
+                    " return r.top >= -2 && r.top < window.innerHeight; }", timeout=10_000)
+                target_visible = True
+            except sync_api.TimeoutError:
+                target_visible = False
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.goto(result.index.as_uri(), wait_until="load")
+            page.screenshot(path=str(ARTIFACTS / "atlas-quick.png"))
+            page.locator("#layer-Conv2D_3").screenshot(path=str(ARTIFACTS / "atlas-quick-Conv2D_3.png"))
+        finally:
+            browser.close()
+    assert console_errors == []
+    assert failed == []
+    assert all(url.startswith(("file:", "data:")) for url in requested), [u[:80] for u in requested
+                                                                          if not u.startswith(("file:", "data:"))]
+    assert n_images > 1000 and broken == []
+    assert tiles == EXPECTED_TILES
+    assert cards == EXPECTED_TILES
+    assert sections == ["Conv2D_1", "Conv2D_2", "Conv2D_3", "Dense_1"]
+    summary = json.loads(result.summary.read_text())
+    assert dead_tiles == sum(summary["stages"]["oip:Conv2D_3"]["dead"])
+    assert float(shown_accuracy) == evaluation.accuracy
+    assert shown_text.strip() == f"{100 * evaluation.accuracy:.2f} %"
+    assert abs(toc_top) < 1
+    assert target_visible
+    assert (ARTIFACTS / "atlas-quick.png").stat().st_size > 10_000
+
+
+def test_second_build_reuses_every_stage(atlas, tmp_path, mnist_dir):
+    result, _ = atlas
+    out = tmp_path / "again"
+    shutil.copytree(result.out_dir, out)
+    computed: list[str] = []
+    again = build_atlas(_options(out, mnist_dir), console=_quiet(), on_stage=computed.append)
+    assert computed == []
+    assert again.cached == [t.name for t in result.timings]
+    assert again.index.read_text().count('class="tile') == result.index.read_text().count('class="tile')
+    # loading everything is far cheaper than computing it
+    assert sum(t.seconds for t in again.timings) < 0.5 * sum(t.seconds for t in result.timings)
+    # a changed parameter (the seed) invalidates the stages that depend on it
+    computed.clear()
+    changed = _options(out, mnist_dir)
+    changed.seed = 1
+
+    def stop(name: str) -> None:  # stop before computing anything: we only need to know it would
+        computed.append(name)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_atlas(changed, console=_quiet(), on_stage=stop)
+    assert computed == ["model_card"]
+
+
+def test_interrupted_build_resumes(atlas, tmp_path, mnist_dir):
+    """Forget the last two stages (as if the build had stopped there), interrupt
+    the next build in the last stage, then resume: only the missing stage runs,
+    and the old page stays intact until the new one is complete."""
+    result, _ = atlas
+    out = tmp_path / "resume"
+    shutil.copytree(result.out_dir, out)
+    names = [t.name for t in result.timings]
+    cache = StageCache(out / ".stages")
+    for name in names[-2:]:
+        cache.forget(name)
+    old_page = (out / "index.html").read_bytes()
+
+    computed: list[str] = []
+
+    def interrupt_last(name: str) -> None:
+        computed.append(name)
+        if name == names[-1]:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_atlas(_options(out, mnist_dir), console=_quiet(), on_stage=interrupt_last)
+    assert computed == names[-2:]
+    assert cache.paths(names[-2])[0].is_file() and not cache.paths(names[-1])[0].is_file()
+    assert (out / "index.html").read_bytes() == old_page  # not touched by the interrupted build
+
+    computed.clear()
+    resumed = build_atlas(_options(out, mnist_dir), console=_quiet(), on_stage=computed.append)
+    assert computed == [names[-1]]
+    assert resumed.executed == [names[-1]]
+    assert 'id="dream"' in resumed.index.read_text()
+
+
+def test_cli_report_json_and_bad_layer(atlas, tmp_path, mnist_dir):
+    from convscope.cli import main
+
+    result, _ = atlas
+    out = tmp_path / "cli"
+    shutil.copytree(result.out_dir, out)
+    runner = CliRunner()
+    ok = runner.invoke(main, ["report", "--quick", "--out", str(out), "--data-dir", str(mnist_dir), "--json"])
+    assert ok.exit_code == 0, ok.output
+    payload = json.loads(ok.stdout)
+    assert Path(payload["index"]).is_file()
+    # only the training curves may be recomputed (the CLI also searches ./runs for a training history)
+    assert sum(not t["cached"] for t in payload["timings"]) <= 1
+    bad = runner.invoke(main, ["report", "--quick", "--out", str(out), "--data-dir", str(mnist_dir),
+                               "--layers", "Conv2D_9"])
+    assert bad.exit_code != 0
+    assert "Conv2D_9" in bad.output and "Conv2D_1" in bad.output  # names the problem and the valid layers

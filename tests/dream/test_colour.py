@@ -41,4 +41,18 @@ def test_gray_mode_returns_the_gray_dream(shipped_model, small_photo) -> None:
         color="gray",
     )
     assert result.image.shape == small_photo.shape[:2]
-    assert torch.equal(result.image, result.luminance.round().clamp(0, 255).to(torch.uint8))
+    from convscope.dream import soft_clip
+
+    assert torch.equal(result.image, soft_clip(result.luminance).round().clamp(0, 255).to(torch.uint8))
+
+
+def test_soft_tone_keeps_mid_tones_and_bends_the_ends() -> None:
+    from convscope.dream import merge_luminance, soft_clip
+
+    values = torch.tensor([-100.0, 0.0, 24.0, 128.0, 231.0, 255.0, 400.0])
+    out = soft_clip(values)
+    assert torch.equal(out[2:5], values[2:5])  # identity in the middle
+    assert 0 < float(out[0]) < float(out[1]) < 24 and 231 < float(out[5]) < float(out[6]) < 255
+    assert torch.all(out[1:] > out[:-1])  # monotone: order of brightness kept
+    clipped = merge_luminance(values[None], None, "gray", "clip")[0]
+    assert clipped.tolist() == [0, 0, 24, 128, 231, 255, 255]

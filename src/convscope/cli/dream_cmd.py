@@ -82,6 +82,10 @@ def _save_photo(path: Path, array) -> None:
     "--color", "color", type=click.Choice(["luminance", "gray"]), default="luminance", show_default=True,
     help="luminance: dream on brightness and keep the photo's colours; gray: a gray dream.",
 )
+@click.option(
+    "--tone", type=click.Choice(["soft", "clip"]), default="soft", show_default=True,
+    help="8-bit output: soft = smooth shoulder near black and white (keeps texture in shadows/highlights); clip = cut.",
+)
 @click.option("--guide", type=click.Path(path_type=Path), default=None, help="Dream toward the features of this image (in the objective's layer).")
 @click.option("--zoom-frames", type=click.IntRange(0), default=0, show_default=True, help="Also write a zoom sequence of N frames (PNG).")
 @click.option("--zoom", type=click.FloatRange(min=1.0, min_open=True), default=1.05, show_default=True, help="Magnification per zoom frame.")
@@ -97,7 +101,7 @@ def _save_photo(path: Path, array) -> None:
 @json_option
 def dream(
     image: Path | None, objective_text: str | None, mode: str, tiling: str, octaves: int, octave_scale: float,
-    steps: int | None, rounds: int, step_size: float | None, jitter: int | None, seed: int, color: str,
+    steps: int | None, rounds: int, step_size: float | None, jitter: int | None, seed: int, color: str, tone: str,
     guide: Path | None, zoom_frames: int, zoom: float, image_format: str, tile_batch: int, bf16: bool,
     out_dir: Path, model_path: Path | None, device: str, as_json: bool,
 ) -> None:
@@ -172,10 +176,13 @@ def dream(
             if mode == "carve":
                 dreamed = dream_colour(
                     lambda y: carve(model, objective, y, rounds=rounds, epochs=steps, epsilon=step_size, progress=progress),
-                    photo_tensor, color=color,
+                    photo_tensor, color=color, tone=tone,
                 )
             else:
-                dreamed = dream_colour(lambda y: deep_dream(model, objective, y, progress=progress, **options), photo_tensor, color=color)
+                dreamed = dream_colour(
+                    lambda y: deep_dream(model, objective, y, progress=progress, **options), photo_tensor, color=color,
+                    tone=tone,
+                )
             frames = []
             if zoom_frames:
                 bar.update(task, description="zoom frames", completed=0)
@@ -188,7 +195,7 @@ def dream(
                 # The colours zoom with the frames: frame i shows the centre magnified zoom**i.
                 frames = [
                     merge_luminance(
-                        frame.cpu(), None if chroma is None else zoom_centre(chroma, zoom**index), color
+                        frame.cpu(), None if chroma is None else zoom_centre(chroma, zoom**index), color, tone
                     ).numpy()
                     for index, frame in enumerate(zoomed)
                 ]
@@ -219,6 +226,7 @@ def dream(
             "image": str(photo_path),
             "mode": mode,
             "color": color,
+            "tone": tone,
             "guide": str(guide) if guide is not None else None,
             **result.to_dict(),
             "width": width,

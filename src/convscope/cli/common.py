@@ -33,9 +33,10 @@ def data_dir_option(func: F) -> F:
         "--data-dir",
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
-        envvar="CONVSCOPE_DATA",
-        show_envvar=True,
-        help="Folder with the MNIST IDX files (raw or .gz). Default: $CONVSCOPE_DATA, the user cache, else download.",
+        # Not envvar=CONVSCOPE_DATA: the data search reads that variable itself and, unlike
+        # an explicit folder, lets it hold several datasets (mnist/, fashion-mnist/).
+        help="Folder with the MNIST IDX files (raw or .gz). Default: $CONVSCOPE_DATA, system copies, "
+        "the user cache, else download.",
     )(func)
 
 

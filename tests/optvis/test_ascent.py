@@ -92,9 +92,9 @@ def test_dead_map_is_detected_and_frozen():
 
 def test_batched_equals_single_runs_with_freezing(shipped_model):
     gen = torch.Generator().manual_seed(3)
-    maps = [120, 5, 27, 77, 3, 64]
+    maps = [120, 5, 27, 3]
     start = random_initial_images(len(maps), generator=gen)
-    kwargs = dict(steps=60, criterion=1e-3, early_stop=True)
+    kwargs = dict(steps=40, criterion=1e-3, early_stop=True)
     batched = reference_ascent(shipped_model, obj.channels("Conv2D_3", maps), start, **kwargs)
     for i, m in enumerate(maps):
         single = reference_ascent(shipped_model, obj.channel("Conv2D_3", m), start[i : i + 1], **kwargs)

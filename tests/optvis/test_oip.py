@@ -19,12 +19,12 @@ from convscope.optvis.strategies import class_patterns, coarse_to_fine_ascent
 
 def test_oip_raises_mean_activation_tenfold(shipped_model):
     # the reference's run: map 120 of Conv2D_3 from one random multi-scale start
-    result = compute_oips(shipped_model, "Conv2D_3", [120, 0, 1, 2, 3, 4, 6, 8], precursor=False, seed=0, steps=300)
+    result = compute_oips(shipped_model, "Conv2D_3", [120, 0, 2, 3, 6], precursor=False, seed=0, steps=300)
     initial, final = result.ascent.initial_loss, result.ascent.final_loss
     started = initial > 0
     assert started.sum() >= 3
     gains = final[started] / initial[started]
-    assert float(gains.median()) >= 10.0, gains
+    assert float(torch.quantile(gains, 0.5)) >= 10.0, gains
     # the OIP really is what the map sees: re-score the returned images
     rescored = obj.channels("Conv2D_3", result.map_indices)(shipped_model, result.images).detach().double()
     assert torch.allclose(rescored, final, atol=1e-4)
@@ -44,7 +44,7 @@ def test_precursor_reaches_95_percent_of_conv2d_3(shipped_model):
 
 def test_cli_all_maps_manifest_matches_coverage(tmp_path):
     out = tmp_path / "oip"
-    run = CliRunner().invoke(main, ["oip", "--layer", "Conv2D_3", "--all", "--steps", "40", "--early-stop",
+    run = CliRunner().invoke(main, ["oip", "--layer", "Conv2D_3", "--all", "--steps", "12", "--early-stop",
                                     "--candidates", "256", "--out", str(out), "--json"])
     assert run.exit_code == 0, run.output
     printed = json.loads(run.stdout)
@@ -54,14 +54,14 @@ def test_cli_all_maps_manifest_matches_coverage(tmp_path):
     assert info["non_zero"] == sum(r["final_loss"] > 0 for r in info["per_map"])
     assert info["dead_maps"] == [r["map"] for r in info["per_map"] if not r["final_loss"] > 0]
     assert info["non_zero"] >= 0.95 * 128
-    assert info["params"]["steps"] == 40 and manifest["seed"] == 0
+    assert info["params"]["steps"] == 12 and manifest["seed"] == 0
     assert {r["status"] for r in info["per_map"]} <= {"converged", "max_steps", "dead"}
     assert (out / "Conv2D_3_gallery.png").stat().st_size > 10_000
     assert (out / "Conv2D_3_oips.npy").is_file()
 
 
 def test_cli_single_map_writes_views_and_is_deterministic(tmp_path):
-    args = ["oip", "--layer", "Conv2D_2", "--map", "7", "--steps", "30", "--seed", "5", "--json"]
+    args = ["oip", "--layer", "Conv2D_2", "--map", "7", "--steps", "20", "--candidates", "64", "--seed", "5", "--json"]
     first = CliRunner().invoke(main, args + ["--out", str(tmp_path / "a")])
     second = CliRunner().invoke(main, args + ["--out", str(tmp_path / "b")])
     assert first.exit_code == 0, first.output

@@ -1,0 +1,235 @@
+"""Beyond the reference: Fourier 1/f parametrisation, transformation robustness,
+L1 / total-variation / blur regularisers, a diversity objective and Adam — as
+options of one ascent loop, measured against strategy 0 in
+``benchmarks/oip_options.py``.
+
+Every variant reports the *clean* objective: the map's mean activation on the
+standardised (mean 0, std 1), untransformed image — the quantity strategy 0
+maximises — so activations are comparable across variants.
+
+Example::
+
+    from convscope.optvis.modern import modern_ascent
+    res = modern_ascent(model, obj.channels("Conv2D_3", range(128)), 128,
+                        parametrisation="fourier", optimizer="adam", transforms=True)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convscope.data.preprocess import standardize
+from convscope.optvis import objectives as obj
+from convscope.optvis.ascent import ProgressFn, fast_twin, normalise_gradient
+from convscope.optvis.init import random_initial_images
+from convscope.probe import Probe
+
+PARAMETRISATIONS = ("pixel", "fourier")
+OPTIMIZERS = ("normalized", "adam")
+
+
+class FourierImage(nn.Module):
+    """Images parametrised by their 2-D real Fourier spectrum, scaled by
+    ``1 / f**decay`` so all frequencies learn at a similar rate (Lucid's "fft"
+    image); the image is the standardised inverse FFT: ``(N, 1, H, W)``."""
+
+    def __init__(self, n: int, size: int = 28, *, decay: float = 1.0, generator: torch.Generator | None = None,
+                 initial: torch.Tensor | None = None, init_std: float = 0.01) -> None:
+        super().__init__()
+        fy = torch.fft.fftfreq(size)[:, None]
+        fx = torch.fft.rfftfreq(size)[None, :]
+        frequency = torch.sqrt(fx**2 + fy**2).clamp_min(1.0 / size)
+        self.register_buffer("scale", (1.0 / frequency**decay) / (1.0 / (1.0 / size) ** decay))
+        self.size = size
+        if initial is not None:
+            spectrum = torch.fft.rfft2(initial.float()) / self.scale
+            value = torch.view_as_real(spectrum).contiguous()
+            # the image is standardised after the inverse FFT, so only the
+            # spectrum's shape matters; give it the random init's size so the
+            # optimiser's step means the same for both starts
+            rms = value.pow(2).mean(dim=(1, 2, 3, 4), keepdim=True).sqrt().clamp_min(1e-12)
+            value = value / rms * init_std
+        else:
+            value = torch.randn((n, 1, size, size // 2 + 1, 2), generator=generator) * init_std
+        self.spectrum = nn.Parameter(value)
+
+    def forward(self) -> torch.Tensor:
+        spectrum = torch.view_as_complex(self.spectrum) * self.scale
+        return standardize(torch.fft.irfft2(spectrum, s=(self.size, self.size)))
+
+
+class PixelImage(nn.Module):
+    """Plain pixels; the image is their per-image standardisation."""
+
+    def __init__(self, initial: torch.Tensor) -> None:
+        super().__init__()
+        self.pixels = nn.Parameter(initial.detach().clone())
+
+    def forward(self) -> torch.Tensor:
+        return standardize(self.pixels)
+
+
+def random_transform(images: torch.Tensor, generator: torch.Generator | None, *, shift: int = 2,
+                     scale: tuple[float, float] = (0.9, 1.1), degrees: float = 10.0) -> torch.Tensor:
+    """Transformation robustness: per image a random shift (±``shift`` px), scale and
+    rotation (±``degrees``), bilinear, edges padded by reflection. ``(N, C, H, W)``."""
+    n, _, h, w = images.shape
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
+    factor = scale[0] + torch.rand(n, generator=generator) * (scale[1] - scale[0])
+    offset = (torch.randint(-shift, shift + 1, (n, 2), generator=generator).float()) * 2 / torch.tensor([w, h])
+    cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
+    theta = torch.stack([torch.stack([cos, -sin, offset[:, 0]], 1), torch.stack([sin, cos, offset[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float = 0.5) -> torch.Tensor:
+    """3×3 Gaussian blur per image (the classic "blur every k steps" regulariser)."""
+    x = torch.tensor([-1.0, 0.0, 1.0])
+    kernel_1d = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel_1d = kernel_1d / kernel_1d.sum()
+    kernel = (kernel_1d[:, None] * kernel_1d[None, :]).to(images)[None, None]
+    channels = images.shape[1]
+    padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
+    return F.conv2d(padded, kernel.expand(channels, 1, 3, 3), groups=channels)
+
+
+@dataclass
+class ModernResult:
+    """``images (N, 1, H, W)`` standardised; ``clean_losses (R, N)`` clean
+    objective at ``record_steps``; ``final_loss (N,)``; ``params``."""
+
+    images: torch.Tensor
+    clean_losses: torch.Tensor
+    record_steps: list[int]
+    final_loss: torch.Tensor
+    params: dict
+
+
+def modern_ascent(
+    model: nn.Module,
+    objective: obj.Objective,
+    n: int,
+    *,
+    steps: int = 600,
+    parametrisation: str = "pixel",
+    optimizer: str = "normalized",
+    lr: float | None = None,
+    transforms: bool = False,
+    l1: float = 0.0,
+    tv: float = 0.0,
+    blur_every: int = 0,
+    blur_sigma: float = 0.5,
+    extra: obj.Objective | None = None,
+    initial: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    record_every: int = 10,
+    progress: ProgressFn | None = None,
+) -> ModernResult:
+    """Optimise ``n`` members with the chosen options.
+
+    Args:
+        model: the network.
+        objective: the clean objective ``(n,)`` (e.g. ``channels``); recorded.
+        n: batch size.
+        steps: optimisation steps.
+        parametrisation: ``"pixel"`` (standardised pixels) or ``"fourier"`` (1/f-scaled spectrum).
+        optimizer: ``"normalized"`` (the reference's unit-RMS step of size ``lr``,
+            default 0.01) or ``"adam"`` (default lr 0.05 for pixels, 0.02 for Fourier).
+        transforms: random shift/scale/rotation before every forward pass.
+        l1, tv: weights of the L1 and total-variation penalties (subtracted).
+        blur_every: blur the pixels every k steps (pixel parametrisation only; 0 = off).
+        extra: an extra term added to the optimised objective (e.g. ``-w * diversity(...)``).
+        initial: ``(n, 1, 28, 28)`` start images (default: reference random images).
+        generator: randomness (start, transforms).
+        record_every: record the clean objective every k steps (and at the end).
+    """
+    if parametrisation not in PARAMETRISATIONS:
+        raise ValueError(f"parametrisation must be one of {PARAMETRISATIONS}; got {parametrisation!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}")
+    model = fast_twin(model)
+    if initial is None and parametrisation == "pixel":
+        initial = random_initial_images(n, generator=generator)
+    image_param = (
+        PixelImage(initial) if parametrisation == "pixel" else FourierImage(n, generator=generator, initial=initial)
+    )
+    goal = objective
+    if l1:
+        goal = goal - l1 * obj.l1()
+    if tv:
+        goal = goal - tv * obj.total_variation()
+    if extra is not None:
+        goal = goal + extra
+    if lr is None:
+        lr = 0.01 if optimizer == "normalized" else (0.05 if parametrisation == "pixel" else 0.02)
+    params = list(image_param.parameters())
+    adam = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else None
+    record_steps, records = [], []
+    layers = tuple(dict.fromkeys(goal.layers + objective.layers))
+    with Probe(model, layers) as probe:
+
+        def record(step: int) -> None:
+            with torch.no_grad():
+                clean = image_param()
+                records.append(objective.score(probe.run(clean), clean).double().cpu())
+            record_steps.append(step)
+
+        for step in range(steps):
+            if step % record_every == 0:
+                record(step)
+            image = image_param()
+            seen = random_transform(image, generator) if transforms else image
+            score = goal.score(probe.run(seen), seen)
+            if adam is not None:
+                adam.zero_grad(set_to_none=True)
+                (-score.sum()).backward()
+                adam.step()
+            else:
+                grads = torch.autograd.grad(score.sum(), params)
+                with torch.no_grad():
+                    for p, g in zip(params, grads):
+                        p += lr * normalise_gradient(g)
+            if blur_every and parametrisation == "pixel" and (step + 1) % blur_every == 0:
+                with torch.no_grad():
+                    image_param.pixels.copy_(gaussian_blur(image_param.pixels, blur_sigma))
+            if parametrisation == "pixel" and adam is None:
+                with torch.no_grad():  # the reference re-standardises after every step
+                    image_param.pixels.copy_(standardize(image_param.pixels))
+            if progress is not None:
+                progress(step + 1, steps, n)
+        record(steps)
+    with torch.no_grad():
+        final_images = image_param().detach().cpu()
+    options = {
+        "parametrisation": parametrisation, "optimizer": optimizer, "lr": lr, "transforms": transforms,
+        "l1": l1, "tv": tv, "blur_every": blur_every, "steps": steps, "objective": goal.name,
+    }
+    clean = torch.stack(records)
+    return ModernResult(final_images, clean, record_steps, clean[-1].clone(), options)
+
+
+def diversity(layer_name: str, groups: torch.Tensor | list[int]) -> obj.Objective:
+    """Diversity penalty (Lucid-style): per member, the mean cosine similarity of
+    its ``layer_name`` Gram matrix to those of the other members of its group.
+    Subtract it: ``channels(...) - w * diversity("Conv2D_2", groups)`` makes the
+    members of a group (same map) find different OIPs. Couples batch members."""
+    group_ids = torch.as_tensor(groups, dtype=torch.long)
+
+    def fn(a: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        out = a[layer_name]
+        flat = out.reshape(out.shape[0], out.shape[1], -1)
+        gram = torch.bmm(flat, flat.transpose(1, 2)).reshape(out.shape[0], -1)
+        gram = F.normalize(gram, dim=1)
+        similarity = gram @ gram.T
+        same = (group_ids[:, None] == group_ids[None, :]).to(out.device)
+        same.fill_diagonal_(False)
+        counts = same.sum(dim=1).clamp_min(1)
+        return (similarity * same).sum(dim=1) / counts
+
+    return obj.Objective(fn, (layer_name,), f"diversity({layer_name})")

@@ -95,6 +95,8 @@ def _map_outputs(out_dir: Path, layer: str, result, index: int, map_index: int) 
 @click.option("--early-stop/--no-early-stop", default=False, show_default=True, help="Freeze maps once converged (faster).")
 @click.option("--per-map/--no-per-map", default=None,
               help="Write views, evolution strip and loss curve per map (default: on for single maps, off for --all).")
+@click.option("--compare-strategies", is_flag=True,
+              help="Also run strategy 1 on the same maps; write LAYER_strategies.png and per-map strategy-1 activation.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for all random images (same seed → same OIPs).")
 @model_option
 @data_dir_option
@@ -102,7 +104,7 @@ def _map_outputs(out_dir: Path, layer: str, result, index: int, map_index: int) 
 @json_option
 @out_option("runs/oip")
 def oip(layer, maps, all_maps, all_layers, strategy, precursor, candidates, dataset_starts, steps, epsilon, criterion,
-        early_stop, per_map, seed, model_path, data_dir, device, as_json, out_dir) -> None:
+        early_stop, per_map, compare_strategies, seed, model_path, data_dir, device, as_json, out_dir) -> None:
     """Optimised input patterns (OIPs): images that maximally trigger a map.
 
     Gradient ascent on the map's mean activation, exactly as the reference
@@ -175,6 +177,24 @@ def oip(layer, maps, all_maps, all_layers, strategy, precursor, candidates, data
             "maps": len(map_tensor), "non_zero": alive, "dead_maps": [r["map"] for r in records if not r["final_loss"] > 0],
             "params": params, "per_map": records,
         }
+        if compare_strategies and strategy == "0":
+            with _progress_bar(f"{layer_name} strategy 1", 540) as progress:
+                other = coarse_to_fine_ascent(
+                    model, obj.channels(layer_name, map_tensor), len(map_tensor),
+                    generator=torch.Generator().manual_seed(seed), epsilon=epsilon, progress=progress,
+                )
+            for record, value in zip(records, other.final_loss.tolist()):
+                record["strategy1_final_loss"] = value
+            wins = int((other.final_loss > final_loss).sum())
+            manifest["layers"][layer_name]["strategy_comparison"] = {
+                "strategy1_higher": wins, "strategy0_higher": int((other.final_loss < final_loss).sum()),
+                "strategy1_non_zero": int((other.final_loss > 0).sum()),
+                "mean_final_strategy0": float(final_loss.mean()), "mean_final_strategy1": float(other.final_loss.mean()),
+                "strategy1_params": other.params,
+            }
+            label0 = "strategy 0" + (" + precursor" if precursor else "")
+            written.append(save_figure(out_dir / f"{layer_name}_strategies.png", draw.strategy_comparison(
+                final_loss, other.final_loss, label_a=label0, label_b="strategy 1", title=f"{layer_name}, seed {seed}")))
         stem = f"{layer_name}_oips"
         written.append(save_npy(out_dir / f"{stem}.npy", images[:, 0]))
         if len(map_tensor) > 1:
@@ -206,6 +226,11 @@ def oip(layer, maps, all_maps, all_layers, strategy, precursor, candidates, data
         elif dead:
             line += f"; never reacted: {dead[:20]}{' …' if len(dead) > 20 else ''}"
         click.echo(line)
+        if "strategy_comparison" in info:
+            cmp = info["strategy_comparison"]
+            click.echo(f"  strategy 1 higher on {cmp['strategy1_higher']} of {info['maps']} maps; mean final activation "
+                       f"{cmp['mean_final_strategy0']:.3f} (strategy 0) vs {cmp['mean_final_strategy1']:.3f} (strategy 1); "
+                       f"strategy 1 non-zero {cmp['strategy1_non_zero']}")
     click.echo(f"{len(written)} files in {out_dir} ({manifest['seconds']:.1f} s)")
 
 

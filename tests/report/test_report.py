@@ -151,6 +151,10 @@ def test_atlas_in_headless_chromium(atlas, evaluation):
                 target_visible = True
             except sync_api.TimeoutError:
                 target_visible = False
+            # the "go to map" box in the table of contents
+            page.fill("nav.toc input[name=address]", "Conv2D_2:5")
+            page.press("nav.toc input[name=address]", "Enter")
+            page.wait_for_function("() => location.hash === '#Conv2D_2-5'", timeout=10_000)
             ARTIFACTS.mkdir(exist_ok=True)
             page.goto(result.index.as_uri(), wait_until="load")
             page.screenshot(path=str(ARTIFACTS / "atlas-quick.png"))
@@ -249,3 +253,34 @@ def test_cli_report_json_and_bad_layer(atlas, tmp_path, mnist_dir):
                                "--layers", "Conv2D_9"])
     assert bad.exit_code != 0
     assert "Conv2D_9" in bad.output and "Conv2D_1" in bad.output  # names the problem and the valid layers
+
+
+def test_training_history_is_found_with_the_model_only(tmp_path):
+    """Curves come from the history stored with the model: in its config, beside
+    its file, or in a run folder whose model file has the same weights hash —
+    never from an unrelated run."""
+    from types import SimpleNamespace
+
+    from convscope.report.stages import find_history
+
+    def model(sha: str, training: dict | None = None):
+        return SimpleNamespace(config=SimpleNamespace(training=training or {}, weights_sha256=sha))
+
+    epochs = [{"epoch": 1, "train_loss": 0.3, "train_accuracy": 0.9, "test_loss": 0.2, "test_accuracy": 0.95,
+               "lr_start": 1e-3, "lr_end": 1e-3, "seconds": 1.0, "images_per_second": 100.0}]
+    elsewhere = tmp_path / "models" / "mine.json"
+    elsewhere.parent.mkdir()
+    runs = tmp_path / "runs"
+    (runs / "a").mkdir(parents=True)
+    (runs / "a" / "seed_cnn.json").write_text(json.dumps({"weights_sha256": "aaa"}))
+    (runs / "a" / "history.json").write_text(json.dumps(
+        {"epochs": epochs, "lr_history": [1e-3], "model_files": ["somewhere/else/seed_cnn.json"]}))
+    history, source = find_history(model("aaa"), elsewhere, [runs])
+    assert history is not None and source.endswith("history.json")  # matched by hash (file found beside the history)
+    history, source = find_history(model("bbb"), elsewhere, [runs])
+    assert history is None and "no training history" in source
+    embedded, source = find_history(model("bbb", {"history": {"epochs": epochs}}), elsewhere, [runs])
+    assert embedded["epochs"] == epochs and source == "model config"
+    (elsewhere.parent / "history.json").write_text(json.dumps({"epochs": epochs}))
+    beside, source = find_history(model("bbb"), elsewhere, [])
+    assert beside["epochs"] == epochs and source == str(elsewhere.parent / "history.json")

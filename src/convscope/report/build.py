@@ -285,7 +285,13 @@ def build_atlas(
 
                 ctx.progress = tick
                 with torch_threads(1 if stage.single_thread else threads):
-                    output = stage.run(ctx)
+                    try:
+                        output = stage.run(ctx)
+                    except Exception as exc:  # say which stage failed; keep the traceback (a bug to fix)
+                        if hasattr(exc, "add_note"):
+                            exc.add_note(f"while computing atlas stage {stage.name!r} ({stage.title}); "
+                                         f"finished stages are kept in {cache.folder}")
+                        raise
                 ctx.progress = None
                 original = time.perf_counter() - t0
                 cache.save(stage.name, key, output, original)

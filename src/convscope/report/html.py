@@ -43,6 +43,8 @@ nav.toc li { margin: 1px 0; }
 nav.toc li li a { padding-left: 20px; font-size: 12.5px; color: #94a3b8; }
 nav.toc a { color: #e2e8f0; display: block; padding: 3px 8px; border-radius: 6px; }
 nav.toc a:hover { background: #1f2937; text-decoration: none; }
+nav.toc form { margin: 0 0 14px; }
+nav.toc input { width: 100%; padding: 6px 9px; border-radius: 7px; border: 1px solid #334155; background: #0b1220; color: #e2e8f0; font: inherit; }
 nav.toc .stat { margin-top: 16px; padding: 10px; border-radius: 8px; background: #1f2937; font-size: 12.5px; }
 nav.toc .stat b { color: #fff; font-size: 20px; display: block; }
 main { padding: 26px 34px 80px; max-width: 1500px; }
@@ -110,7 +112,8 @@ article.map header a.self { font-weight: 700; color: var(--fg); }
 .evo { width: 100%; height: auto; border-radius: 4px; }
 .strip { max-width: 100%; height: auto; }
 .deconv { display: flex; gap: 6px; align-items: center; }
-.deconv img { width: 64px; height: 64px; border-radius: 4px; }
+.deconv img { width: 84px; height: 84px; border-radius: 4px; }
+.deconv .facts { font-size: 12px; color: var(--muted); }
 .classes { display: grid; grid-template-columns: repeat(auto-fill, minmax(120px, 1fr)); gap: 12px; }
 .classes figure, .digits figure { margin: 0; text-align: center; font-size: 12.5px; color: var(--muted); }
 .classes figure img { width: 100%; height: auto; border-radius: 8px; }
@@ -147,6 +150,9 @@ function openTarget(){var id=decodeURIComponent(location.hash.slice(1));if(!id)r
 var el=document.getElementById(id);if(!el)return;for(var p=el.parentElement;p;p=p.parentElement){if(p.tagName==='DETAILS')p.open=true;}
 el.scrollIntoView();}
 window.addEventListener('hashchange',openTarget);window.addEventListener('DOMContentLoaded',openTarget);
+function gotoMap(form){var t=form.elements.address.value.trim().replace(':','-');var el=document.getElementById(t);
+form.elements.address.setCustomValidity(el?'':'no such map: try Conv2D_3:120');form.reportValidity();
+if(el)location.hash='#'+t;return false;}
 """
 
 
@@ -310,8 +316,10 @@ def section_layer(ctx: Context, layer: str) -> str:
             f"<span><b>{esc(names[i])}</b> · test:{index}<br>{100 * frac:.0f}% of units &gt; 0</span></div>"
             f'{image_tag(acts.images, f"grid/{layer}/{i}", f"{layer} activations for test:{index}", "px")}</div>'
         )
+    per_row = info.get("per_row", 8)
     what = ("the 100 nodes as a 10×10 block (node = row·10 + column)" if dense and shape[0] == 100
-            else "nodes in rows of 16" if dense else f"{shape[0]} maps in rows of 8 (map = row·8 + column)")
+            else f"nodes in rows of {per_row}" if dense
+            else f"{shape[0]} maps in rows of {per_row} (map = row·{per_row} + column)")
     parts.append(f"<h3>Activations for one digit per class</h3><p class='note'>Raw post-ReLU values, {what}; "
                  "one colour scale for all ten digits.</p>"
                  + legend(ACT_CMAP, "0", f"{info['vmax']:.3g}", "activation")
@@ -393,14 +401,15 @@ def section_maps(ctx: Context, layer: str) -> str:
   <header><a class="self" href="#{map_id(layer, m)}">{esc(layer)}:{m}</a>{badge}</header>
   <div class="map-row">{image_tag(oip.images, f"oip/{m}", f"OIP {layer}:{m}", "px oip")}
     <div class="facts">OIP mean activation <b>{final[m]:.3g}</b><br>start: {esc(meta['source'][m])}<br>
-    strongest test image: test:{strongest} (max {values[m, 0]:.3g})</div></div>
+    strongest test image: test:{strongest} (its strongest unit {values[m, 0]:.3g})</div></div>
   <div class="lbl">evolution · steps {esc(', '.join(str(s) for s in steps))}</div>
   {image_tag(oip.images, f"evo/{m}", f"OIP evolution {layer}:{m}", "px evo")}
   <div class="lbl">top {indices.shape[1]} test images · receptive field in orange</div>
   {image_tag(topk.images, f"strip/{layer}/{m}", f"top examples {layer}:{m}", "px strip")}
   <div class="lbl">deconvnet of the strongest image</div>
-  <div class="deconv">{image_tag(deconv.images, f"deconv/{layer}/{m}", f"deconvnet {layer}:{m}", "px")}
-    <span class="facts" style="font-size:12px;color:var(--muted)">test:{strongest} projected back to pixels<br>(red +, blue −, own scale)</span></div>
+  <div class="deconv">{image_tag(deconv.images, f"input/{layer}/{m}", f"test:{strongest}", "px")}
+    {image_tag(deconv.images, f"deconv/{layer}/{m}", f"deconvnet {layer}:{m}", "px")}
+    <span class="facts">test:{strongest} and its {esc(layer)}:{m} activations projected back to pixels (red +, blue −; scale: 99th percentile of |value|)</span></div>
 </article>""")
     return (f'<section class="block" id="maps-{esc(layer)}"><h2>Every map of {esc(layer)} '
             f"<small>{meta['maps']} cards; link to one with <code>#{esc(map_id(layer, 0))}</code></small></h2>"
@@ -408,7 +417,7 @@ def section_maps(ctx: Context, layer: str) -> str:
             "most, and a deconvnet (Zeiler &amp; Fergus) of the strongest one.</p>"
             + '<div class="legends">'
             + legend(OIP_CMAP, f"{OIP_SCALE[0]:g}", f"{OIP_SCALE[1]:g}", "OIP and evolution: standardised pixel")
-            + legend(ATTR_CMAP, "−max", "+max", "deconvnet (each map its own scale)") + "</div>"
+            + legend(ATTR_CMAP, "−", "+", "deconvnet (each map its own scale)") + "</div>"
             + f'<div class="cards" data-layer="{esc(layer)}">' + "".join(cards) + "</div></section>")
 
 
@@ -571,6 +580,7 @@ def render_page(ctx: Context, provenance: dict, timings: Sequence[Any]) -> str:
 </head><body>
 <nav class="toc" aria-label="contents"><div class="brand">convscope atlas</div>
 <div class="sub">{esc(arch)} · {esc(provenance['profile']['name'])} profile</div>
+<form onsubmit="return gotoMap(this)"><input name="address" placeholder="go to map, e.g. {esc(ctx.conv_layers[-1] + ':0') if ctx.conv_layers else ''}" aria-label="go to a map"></form>
 <ol>{''.join(toc)}</ol>
 <div class="stat">test accuracy<b>{percent(accuracy)}</b>maps responding<br>{esc(alive)}</div>
 </nav>

@@ -26,7 +26,7 @@ from convscope.report.cache import StageOutput
 from convscope.report.profile import Profile
 
 #: Bump when a stage's output changes meaning (invalidates stored results).
-STAGE_VERSION = 5
+STAGE_VERSION = 6
 
 #: Fixed colour scale of OIPs (they are standardised: mean 0, std 1).
 OIP_SCALE = (-3.0, 3.0)
@@ -145,10 +145,13 @@ def find_history(model: nn.Module, model_path: Path | None, search_dirs: list[Pa
             return history, str(path)
         # elsewhere: only a history whose model file has our weights
         for model_file in history.get("model_files", []):
-            if str(model_file).endswith(".json"):
+            if not str(model_file).endswith(".json"):
+                continue
+            # recorded relative to where training ran; also look beside the history file
+            for config_file in (Path(model_file), path.parent / Path(model_file).name):
                 try:
-                    recorded = json.loads(Path(model_file).read_text(encoding="utf-8")).get("weights_sha256")
-                except (OSError, ValueError):
+                    recorded = json.loads(config_file.read_text(encoding="utf-8")).get("weights_sha256")
+                except (OSError, ValueError, AttributeError):
                     continue
                 if sha and recorded == sha:
                     return history, str(path)
@@ -259,7 +262,8 @@ def stage_activations(ctx: Context) -> StageOutput:
         for i in range(len(samples)):
             out.images[f"grid/{name}/{i}"] = img.grid_png(values[i], ACT_CMAP, 0.0, vmax, per_row=per_row)
         active = (values > 0).reshape(len(samples), -1).mean(axis=1)
-        out.meta["layers"][name] = {"shape": shape, "vmax": vmax, "active_fraction": [float(a) for a in active]}
+        out.meta["layers"][name] = {"shape": shape, "vmax": vmax, "per_row": per_row,
+                                    "active_fraction": [float(a) for a in active]}
     conv = [n for n in ctx.conv_layers]
     if conv:
         bank = conv_filters(ctx.model, conv[0])
@@ -276,7 +280,8 @@ def stage_topk(ctx: Context) -> StageOutput:
     from convscope.inside import topk_layers
 
     k = ctx.profile.topk
-    result = topk_layers(ctx.model, ctx.split.images, ctx.layers, k=k, progress=ctx.tick)
+    # the frozen channels-last copy: same maps, ≈1.4× faster on CPU
+    result = topk_layers(ctx.ascent_model, ctx.split.images, ctx.layers, k=k, progress=ctx.tick)
     out = StageOutput(meta={"k": k, "num_images": len(ctx.split.images), "layers": {}})
     images = ctx.split.images
     for name, top in result.items():
@@ -378,7 +383,10 @@ def stage_deconv(ctx: Context) -> StageOutput:
             attribution = method.attribute(x[m : m + 1], target=f"{name}:{m}")
             values = _np(attribution)[0, 0]
             maps.append(values)
-            out.images[f"deconv/{name}/{m}"] = img.signed_png(values, cmap=ATTR_CMAP)
+            # a few pixels dominate a deconvnet; scale to the 99th percentile of |value| (the rest clips)
+            limit = float(np.percentile(np.abs(values), 99)) or None
+            out.images[f"deconv/{name}/{m}"] = img.signed_png(values, limit, cmap=ATTR_CMAP)
+            out.images[f"input/{name}/{m}"] = img.digit_png(ctx.split.images[int(index)])
             done += 1
             ctx.tick(done, total)
         out.arrays[f"deconv/{name}"] = np.stack(maps).astype(np.float32)
@@ -436,7 +444,7 @@ def stage_compare(ctx: Context, class_a: int = 4, class_b: int = 9) -> StageOutp
     dense = [n for n, k in kinds.items() if k == "dense"]
     layers = [convs[-1]] + dense[:-1]
     comparison = compare_classes(
-        ctx.model, ctx.split.images, ctx.split.labels, class_a, class_b, layers=layers,
+        ctx.ascent_model, ctx.split.images, ctx.split.labels, class_a, class_b, layers=layers,
         n_examples=ctx.profile.compare_examples, progress=ctx.tick,
     )
     ex = comparison.examples

@@ -64,6 +64,11 @@ def main() -> None:
         "occlusion": (lambda: ours.Occlusion(model).attribute(x, labels, window=4, stride=2, baseline=0.0),
                       lambda: captum.Occlusion(model).attribute(
                           x, target=labels, sliding_window_shapes=(1, 4, 4), strides=(1, 2, 2), baselines=0.0)),
+        "occlusion (baseline min)": (
+            lambda: ours.Occlusion(model).attribute(x, labels, window=4, stride=2, baseline="min"),
+            lambda: captum.Occlusion(model).attribute(
+                x, target=labels, sliding_window_shapes=(1, 4, 4), strides=(1, 2, 2),
+                baselines=x.amin(dim=(1, 2, 3), keepdim=True).expand_as(x).contiguous())),
         "occlusion (Captum 64 per eval)": (
             lambda: ours.Occlusion(model).attribute(x, labels, window=4, stride=2, baseline=0.0),
             lambda: captum.Occlusion(model).attribute(

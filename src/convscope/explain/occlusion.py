@@ -78,18 +78,20 @@ class Occlusion(Attribution):
             for j, c in enumerate(cols):
                 masks[i * len(cols) + j, :, r : r + window, c : c + window] = 1
         n_windows = masks.shape[0]
-        drops = torch.empty((n, n_windows), dtype=inputs.dtype, device=inputs.device)
-        per_image = max(1, batch_size // n_windows)
+        # a window whose pixels all equal the baseline already changes nothing: its drop is
+        # exactly 0 and it is not evaluated (with baseline "min" that is most of the background)
+        changed = F.max_pool2d((inputs - base).abs().sum(1, keepdim=True), window, stride).reshape(n, -1) > 0
+        image_index, window_index = changed.nonzero(as_tuple=True)
+        drops = torch.zeros((n, n_windows), dtype=inputs.dtype, device=inputs.device)
         with torch.no_grad(), eval_mode(self.model):
             original = self._values(inputs, resolved, layer)
-            for start in range(0, n, per_image):
-                stop = min(n, start + per_image)
-                x = inputs[start:stop, None]  # (b, 1, C, H, W)
-                b = base[start:stop, None]
-                occluded = (x * (1 - masks) + b * masks).reshape(-1, channels, height, width)
-                sub = self._subset(resolved, start, stop, n_windows)
-                values = self._values(occluded, sub, layer).reshape(stop - start, n_windows)
-                drops[start:stop] = original[start:stop, None] - values
+            for start in range(0, image_index.numel(), batch_size):
+                images = image_index[start : start + batch_size]
+                windows = window_index[start : start + batch_size]
+                mask = masks[windows]  # (b, 1, H, W)
+                occluded = inputs[images] * (1 - mask) + base[images] * mask
+                values = self._values(occluded, self._subset(resolved, images), layer)
+                drops[images, windows] = original[images] - values
         # spread each window's drop over its pixels and average over covering windows
         patch = drops[:, None, :].expand(n, window * window, n_windows)
         summed = F.fold(patch, (height, width), kernel_size=window, stride=stride)
@@ -104,9 +106,10 @@ class Occlusion(Attribution):
         return target_values(output, target)
 
     @staticmethod
-    def _subset(target, start: int, stop: int, repeat: int):
+    def _subset(target, images: torch.Tensor):
+        """The target for a batch made of the given images (per-image classes follow)."""
         if target.classes is None:
             return target
         from dataclasses import replace
 
-        return replace(target, classes=target.classes[start:stop].repeat_interleave(repeat))
+        return replace(target, classes=target.classes.to(images.device)[images])

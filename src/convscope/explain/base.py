@@ -23,7 +23,9 @@ Rectifier rules
 
     Max-pool switches and transposed convolutions come from autograd itself, so
     the result is exact for any max-pool + conv + ReLU network. Nothing about the
-    model is patched; the mode is popped in ``finally``.
+    model is patched; the mode is popped in ``finally``. Other rectifiers
+    (``clamp(min=0)``, ``relu6``, ``leaky_relu``, ``gelu``) are not ReLU calls and
+    keep their true gradient.
 """
 
 from __future__ import annotations

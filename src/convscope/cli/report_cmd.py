@@ -21,9 +21,11 @@ from convscope.cli.common import (
 @click.option("--quick", is_flag=True, help="Reduced profile for CI: fewer OIP steps and examples, smaller dreams; every section still present.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random start (OIPs, class visualisations, dreams).")
 @device_option
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="PyTorch CPU threads (default: PyTorch's choice, or 1 when the machine is already busier than its cores).")
 @json_option
 def report(model_path: Path | None, data_dir: Path | None, layers: str | None, out_dir: Path, quick: bool, seed: int,
-           device: str, as_json: bool) -> None:
+           device: str, threads: int | None, as_json: bool) -> None:
     """Build the atlas: one index.html that opens offline from disk.
 
     \b
@@ -54,7 +56,7 @@ def report(model_path: Path | None, data_dir: Path | None, layers: str | None, o
     layer_list = [part.strip() for part in layers.split(",") if part.strip()] if layers else None
     options = AtlasOptions(
         out_dir=out_dir, model_path=model_path, data_dir=data_dir, layers=layer_list,
-        profile="quick" if quick else "full", seed=seed, device=device, command=command_line(),
+        profile="quick" if quick else "full", seed=seed, device=device, command=command_line(), threads=threads,
     )
     try:
         result = build_atlas(options)

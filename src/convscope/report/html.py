@@ -318,7 +318,7 @@ def section_layer(ctx: Context, layer: str) -> str:
         )
     per_row = info.get("per_row", 8)
     what = ("the 100 nodes as a 10×10 block (node = row·10 + column)" if dense and shape[0] == 100
-            else f"nodes in rows of {per_row}" if dense
+            else f"nodes in rows of {per_row} (node = row·{per_row} + column)" if dense
             else f"{shape[0]} maps in rows of {per_row} (map = row·{per_row} + column)")
     parts.append(f"<h3>Activations for one digit per class</h3><p class='note'>Raw post-ReLU values, {what}; "
                  "one colour scale for all ten digits.</p>"
@@ -469,7 +469,8 @@ def section_compare(ctx: Context) -> str:
   <h3>Ambiguous {a}s</h3><div class="digits">{cards(meta['ambiguous_a'], f'ambiguous {a}')}</div>
   <h3>Clear {a}s and clear {b}s</h3><div class="digits">{cards(meta['clear_a'], f'clear {a}')}{cards(meta['clear_b'], f'clear {b}')}</div>
   <h3>Patterns side by side</h3>
-  {image_tag(out.images, 'rows', 'class patterns', 'fig')}
+  {image_tag(out.images, 'rows', 'class patterns', 'fig') if 'rows' in out.images else
+   f"<p class='note'>The model classifies no {a} or {b} correctly, so there are no examples to compare.</p>"}
   <h3>Over the whole test split</h3>
   <p class="note">Class means and Cohen's d for every position; outlined: the ten positions that separate the classes best.</p>
   {image_tag(out.images, 'separation', 'separation', 'fig')}

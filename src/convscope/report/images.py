@@ -108,7 +108,10 @@ def grid_png(maps: np.ndarray, cmap: str, vmin: float, vmax: float, per_row: int
         side = int(round(math.sqrt(maps.size)))
         if side * side == maps.size:  # e.g. 100 nodes: one 10×10 block, no gaps
             return png_bytes(colourise(maps.reshape(side, side), cmap, vmin, vmax))
-        maps = maps[:, None, None]
+        rows = math.ceil(maps.size / per_row)  # e.g. 128 nodes: an 8×16 block, unused cells gray
+        block = np.full(rows * per_row, np.nan)
+        block[: maps.size] = maps
+        return png_bytes(colourise(block.reshape(rows, per_row), cmap, vmin, vmax))
     return png_bytes(colourise(mosaic(maps, per_row), cmap, vmin, vmax))
 
 

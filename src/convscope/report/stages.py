@@ -26,7 +26,7 @@ from convscope.report.cache import StageOutput
 from convscope.report.profile import Profile
 
 #: Bump when a stage's output changes meaning (invalidates stored results).
-STAGE_VERSION = 6
+STAGE_VERSION = 7
 
 #: Fixed colour scale of OIPs (they are standardised: mean 0, std 1).
 OIP_SCALE = (-3.0, 3.0)
@@ -476,10 +476,11 @@ def stage_compare(ctx: Context, class_a: int = 4, class_b: int = 9) -> StageOutp
     rows = ([row(i, f"ambiguous {a_name}") for i in ex.ambiguous_a] + [row(i, f"clear {a_name}") for i in ex.clear_a]
             + [row(i, f"clear {b_name}") for i in ex.clear_b])
     out = StageOutput()
-    out.images["rows"] = img.figure_png(class_rows_figure(
-        rows, layers, marks=marks, legend=legend, class_names=names,
-        title=f"{layers[0]} and {layers[-1]} patterns: ambiguous '{a_name}'s, clear '{a_name}'s and clear '{b_name}'s",
-    ), dpi=90)
+    if rows:  # an untrained model may classify no image of the two classes correctly
+        out.images["rows"] = img.figure_png(class_rows_figure(
+            rows, layers, marks=marks, legend=legend, class_names=names,
+            title=f"{layers[0]} and {layers[-1]} patterns: ambiguous '{a_name}'s, clear '{a_name}'s and clear '{b_name}'s",
+        ), dpi=90)
     separations = [comparison.layers[n].separation for n in layers]
     out.images["separation"] = img.figure_png(separation_figure(separations, top=10, class_names=names), dpi=80)
     for index in comparison.images:

@@ -108,7 +108,7 @@ def compute_oips(
     precursor: bool = True,
     n_candidates: int = 512,
     dataset_images: torch.Tensor | None = None,
-    preactivation_steps: int = 100,
+    preactivation_steps: int = 300,
     scales: Sequence[int] = REFERENCE_SCALES,
     weights: Sequence[float] = REFERENCE_WEIGHTS,
     chunk_size: int = 512,

@@ -93,7 +93,7 @@ def precursor_starts(
     weights: Sequence[float] = LONG_SCALE_WEIGHTS,
     generator: torch.Generator | None = None,
     dataset_images: torch.Tensor | None = None,
-    preactivation_steps: int = 100,
+    preactivation_steps: int = 300,
     epsilon: float = 0.01,
     candidates: torch.Tensor | None = None,
 ) -> PrecursorResult:

@@ -30,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the reduced CI profile")
     parser.add_argument("--out", type=Path, default=None, help="build here (must not hold an atlas already)")
-    parser.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: the atlas's auto choice)")
+    parser.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: the atlas's choice, 1)")
     parser.add_argument("--data-dir", type=Path, default=os.environ.get("CONVSCOPE_DATA"))
     args = parser.parse_args()
 

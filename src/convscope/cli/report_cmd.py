@@ -22,7 +22,7 @@ from convscope.cli.common import (
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random start (OIPs, class visualisations, dreams).")
 @device_option
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="PyTorch CPU threads (default: PyTorch's choice, or 1 when the machine is already busier than its cores).")
+              help="PyTorch CPU threads (default 1: the atlas runs many small batches, where more threads mostly spin).")
 @json_option
 def report(model_path: Path | None, data_dir: Path | None, layers: str | None, out_dir: Path, quick: bool, seed: int,
            device: str, threads: int | None, as_json: bool) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import platform
 import sys
 import time
@@ -47,8 +46,7 @@ class AtlasOptions:
         device: ``"auto"``, ``"cpu"``, ``"cuda"``.
         command: the command line, recorded in the provenance section.
         history_search: folders whose ``*/history.json`` may hold the model's training history.
-        threads: PyTorch CPU threads (``None``: auto — PyTorch's default, or 1 when the
-            machine is already busier than its cores, where extra threads only spin).
+        threads: PyTorch CPU threads (``None``: 1, see :func:`choose_threads`).
     """
 
     out_dir: Path = Path("convscope-out/atlas")
@@ -130,7 +128,7 @@ def plan_stages(ctx: st.Context, history_search: list[Path]) -> list[Stage]:
         Stage("model_card", "model card: evaluation, confusion", st.stage_model_card, {}),
         Stage("training", "training curves", lambda c: st.stage_training(c, history, source),
               {"history": history_hash, "source": source}),
-        Stage("activations", "filters, activation grids, dense patterns", st.stage_activations,
+        Stage("activations", "filters, activation grids", st.stage_activations,
               {"layers": ctx.layers}, ("model_card",)),
         Stage("topk", "top-k dataset examples", st.stage_topk, {"layers": ctx.layers, "k": p.topk}),
     ]
@@ -145,7 +143,7 @@ def plan_stages(ctx: st.Context, history_search: list[Path]) -> list[Stage]:
               {"layers": ctx.conv_layers}, ("topk",), single_thread=True),
         Stage("classes", "class visualisations 0-9", st.stage_classes,
               {"steps": p.class_steps, "epsilon": p.class_epsilon}),
-        Stage("compare", "4 vs 9 comparison", st.stage_compare, {"n": p.compare_examples}),
+        Stage("compare", "4 vs 9, dense node patterns", st.stage_compare, {"n": p.compare_examples}),
         Stage("mistakes", "mistakes explained", st.stage_mistakes, {"n": p.mistakes, "ig_steps": p.ig_steps},
               ("model_card",)),
         Stage("dream", "DeepDream of the default photo", st.stage_dream,
@@ -157,15 +155,14 @@ def plan_stages(ctx: st.Context, history_search: list[Path]) -> list[Stage]:
 
 
 def choose_threads(requested: int | None) -> int:
-    """PyTorch intra-op threads for the build (see :attr:`AtlasOptions.threads`)."""
-    if requested is not None:
-        return max(1, int(requested))
-    default = torch.get_num_threads()
-    try:
-        busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
-    except OSError:
-        busy = False
-    return 1 if busy else default
+    """PyTorch intra-op threads for the build (see :attr:`AtlasOptions.threads`).
+
+    Default 1: the atlas is many small batches (ascent steps of tens of images,
+    single-image deconvnets), where a second intra-op thread mostly spins. On the
+    shared 2-core machine ``--threads 2`` made the quick atlas 3.5× slower in wall
+    time and the class visualisations 40× slower (``benchmarks/report_speed.py``).
+    """
+    return max(1, int(requested)) if requested is not None else 1
 
 
 @contextlib.contextmanager

@@ -8,7 +8,6 @@ model.
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -71,6 +70,7 @@ table.t { border-collapse: collapse; font-size: 13.5px; width: 100%; }
 table.t th, table.t td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: left; vertical-align: top; }
 table.t th { color: var(--muted); font-weight: 600; background: #fafbfd; }
 table.t td.num, table.t th.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.prov th { width: 170px; white-space: nowrap; }
 table.t tr.total td { font-weight: 700; border-top: 2px solid var(--line); }
 .bar { display: inline-block; height: 9px; border-radius: 5px; background: var(--accent); vertical-align: middle; }
 .legend { display: inline-flex; align-items: center; gap: 8px; font-size: 12.5px; color: var(--muted); margin: 4px 0 10px; }
@@ -531,20 +531,27 @@ def section_dream(ctx: Context) -> str:
 
 
 def section_provenance(ctx: Context, provenance: dict, timings: Sequence[Any]) -> str:
-    rows = "".join(
-        f"<tr><th>{esc(k.replace('_', ' '))}</th><td class='mono'>{esc(v if not isinstance(v, (dict, list)) else json.dumps(v))}</td></tr>"
-        for k, v in provenance.items())
+    def value(v: Any) -> str:
+        if isinstance(v, dict):
+            return " · ".join(f"{esc(k)} = {esc(x)}" for k, x in v.items())
+        if isinstance(v, list):
+            return esc(", ".join(str(x) for x in v))
+        return esc(v)
+
+    rows = "".join(f"<tr><th>{esc(k.replace('_', ' '))}</th><td class='mono'>{value(v)}</td></tr>"
+                   for k, v in provenance.items())
     total = sum(t.seconds for t in timings)
     trows = "".join(
         f"<tr><td>{esc(t.name)}</td><td>{esc(t.title)}</td><td class='num'>{t.seconds:.2f} s</td>"
-        f"<td>{'cached (computed in %.1f s)' % t.original_seconds if t.cached else 'computed'}</td></tr>"
+        f"<td class='num'>{'' if t.cached else '%.2f s' % t.cpu_seconds}</td>"
+        f"<td>{'stored (computed in %.1f s)' % t.original_seconds if t.cached else 'computed'}</td></tr>"
         for t in timings)
     return f"""
 <section class="block" id="provenance">
   <h2>Parameters and provenance</h2>
-  <table class="t">{rows}</table>
+  <table class="t prov">{rows}</table>
   <h3>Stage timings <small>this build, {total:.1f} s in stages</small></h3>
-  <table class="t" id="timings"><thead><tr><th>stage</th><th>what</th><th class="num">seconds</th><th>source</th></tr></thead>
+  <table class="t" id="timings"><thead><tr><th>stage</th><th>what</th><th class="num">wall</th><th class="num">CPU</th><th>source</th></tr></thead>
   <tbody>{trows}</tbody></table>
   <p class="note">Stages are stored in <code>.stages/</code> beside this page, keyed by a hash of the model files, the data,
   the seed and the parameters; an interrupted build resumes from them.</p>

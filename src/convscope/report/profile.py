@@ -45,7 +45,7 @@ class Profile:
     oip_report_steps: int = 8
     precursor_candidates: int = 256
     precursor_dataset: int = 1000
-    precursor_preactivation_steps: int = 60
+    precursor_preactivation_steps: int = 100
     topk: int = 9
     class_steps: int = 200
     class_epsilon: float = 0.04
@@ -72,7 +72,7 @@ QUICK = Profile(
     oip_report_steps=5,
     precursor_candidates=64,
     precursor_dataset=300,
-    precursor_preactivation_steps=20,
+    precursor_preactivation_steps=40,
     topk=4,
     class_steps=40,
     class_epsilon=0.12,

@@ -65,7 +65,7 @@ img.fig { display: block; height: auto; border-radius: 6px; }
 .kpi { background: var(--accent-soft); border-radius: 10px; padding: 10px 14px; }
 .kpi .label { color: var(--muted); font-size: 12.5px; }
 .kpi .value { font-size: 22px; font-weight: 700; }
-.two { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 20px; align-items: start; }
+.two { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(420px, 100%), 1fr)); gap: 20px; align-items: start; }
 table.t { border-collapse: collapse; font-size: 13.5px; width: 100%; }
 table.t th, table.t td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: left; vertical-align: top; }
 table.t th { color: var(--muted); font-weight: 600; background: #fafbfd; }
@@ -76,7 +76,7 @@ table.t tr.total td { font-weight: 700; border-top: 2px solid var(--line); }
 .legend { display: inline-flex; align-items: center; gap: 8px; font-size: 12.5px; color: var(--muted); margin: 4px 0 10px; }
 .legend .scale { width: 180px; height: 12px; border-radius: 3px; border: 1px solid var(--line); }
 .legend .sw { width: 12px; height: 12px; border-radius: 3px; display: inline-block; }
-.grid-acts { display: grid; grid-template-columns: repeat(auto-fill, minmax(var(--cell, 250px), 1fr)); gap: 14px; }
+.grid-acts { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(var(--cell, 250px), 100%), 1fr)); gap: 14px; }
 .act { border: 1px solid var(--line); border-radius: 10px; padding: 8px; background: #fcfcfe; }
 .act .head { display: flex; align-items: center; gap: 8px; font-size: 12.5px; color: var(--muted); margin-bottom: 6px; }
 .act .head img { width: 42px; height: 42px; border-radius: 4px; }
@@ -93,11 +93,11 @@ table.t tr.total td { font-weight: 700; border-top: 2px solid var(--line); }
 .stack > div { color: #fff; font-size: 11.5px; line-height: 22px; text-align: center; white-space: nowrap; overflow: hidden; }
 .src-random { background: #1f9d55; } .src-dataset { background: #2f6fde; }
 .src-preactivation { background: #8b5cf6; } .src-none { background: #9aa3b2; }
-.topk-list { display: grid; grid-template-columns: repeat(auto-fill, minmax(var(--strip, 300px), 1fr)); gap: 6px 14px; }
+.topk-list { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(var(--strip, 300px), 100%), 1fr)); gap: 6px 14px; }
 .topk-list a { display: flex; align-items: center; gap: 8px; font-size: 11.5px; color: var(--muted); }
 .topk-list a b { min-width: 30px; color: var(--fg); font-weight: 600; }
 .topk-list img { height: 42px; width: auto; }
-.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(330px, 1fr)); gap: 14px; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(330px, 100%), 1fr)); gap: 14px; }
 article.map { border: 1px solid var(--line); border-radius: 12px; padding: 10px 12px 12px; background: #fff; scroll-margin-top: 10px; }
 article.map:target { outline: 3px solid var(--accent); outline-offset: 2px; }
 article.map header { display: flex; justify-content: space-between; align-items: baseline; gap: 8px; margin-bottom: 6px; }
@@ -123,7 +123,7 @@ article.map header a.self { font-weight: 700; color: var(--fg); }
 .probs { display: grid; grid-template-columns: 18px 1fr 48px; gap: 1px 6px; align-items: center; font-size: 11.5px; min-width: 150px; }
 .probs .b { height: 8px; border-radius: 4px; background: #4e79a7; }
 .probs .b.pred { background: #f28e2b; }
-.mistakes { display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr)); gap: 14px; }
+.mistakes { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(360px, 100%), 1fr)); gap: 14px; }
 .mistake { border: 1px solid var(--line); border-radius: 12px; padding: 10px 12px; }
 .mistake .imgs { display: grid; grid-template-columns: repeat(3, 1fr); gap: 6px; text-align: center; font-size: 11.5px; color: var(--muted); }
 .mistake .imgs img { width: 100%; height: auto; border-radius: 4px; }
@@ -138,8 +138,9 @@ article.map header a.self { font-weight: 700; color: var(--fg); }
 .nodes .rowlabels span { display: flex; align-items: center; justify-content: flex-end; }
 .nodes img { width: 100%; height: 240px; border-radius: 4px; }
 @media (max-width: 900px) {
-  body { grid-template-columns: 1fr; }
-  nav.toc { position: sticky; top: 0; height: auto; max-height: 42vh; z-index: 5; }
+  body { grid-template-columns: minmax(0, 1fr); }
+  nav.toc { position: static; height: auto; }
+  table.t { display: block; overflow-x: auto; }
   main { padding: 14px; }
 }
 """

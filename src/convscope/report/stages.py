@@ -26,7 +26,7 @@ from convscope.report.cache import StageOutput
 from convscope.report.profile import Profile
 
 #: Bump when a stage's output changes meaning (invalidates stored results).
-STAGE_VERSION = 7
+STAGE_VERSION = 8
 
 #: Fixed colour scale of OIPs (they are standardised: mean 0, std 1).
 OIP_SCALE = (-3.0, 3.0)
@@ -264,11 +264,12 @@ def stage_activations(ctx: Context) -> StageOutput:
         active = (values > 0).reshape(len(samples), -1).mean(axis=1)
         out.meta["layers"][name] = {"shape": shape, "vmax": vmax, "per_row": per_row,
                                     "active_fraction": [float(a) for a in active]}
-    conv = [n for n in ctx.conv_layers]
-    if conv:
-        bank = conv_filters(ctx.model, conv[0])
+    # raw filters of the model's first conv layer (deeper kernels are 3×3×C stacks nobody can read)
+    first = next((n for n, k in layer_kinds(ctx.model).items() if k == "conv"), None)
+    if first is not None and first in ctx.conv_layers:
+        bank = conv_filters(ctx.model, first)
         out.images["filters"] = img.figure_png(kernel_grid_figure(bank), dpi=90)
-        out.meta["filters_layer"] = conv[0]
+        out.meta["filters_layer"] = first
         out.meta["filters_shape"] = list(bank.weights.shape)
     return out
 

@@ -10,7 +10,7 @@ from convscope.optvis.modern import FourierImage, diversity, gaussian_blur, mode
 
 
 def test_fourier_image_is_standardised_and_1_over_f():
-    image = FourierImage(3, generator=torch.Generator().manual_seed(0))()
+    image = FourierImage(3, generator=torch.Generator().manual_seed(0))().detach()
     flat = image.reshape(3, -1)
     assert image.shape == (3, 1, 28, 28)
     assert torch.allclose(flat.mean(1), torch.zeros(3), atol=1e-5)

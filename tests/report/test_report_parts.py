@@ -1,0 +1,74 @@
+"""The atlas's pieces without a browser: picture helpers and the stage store."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from convscope.report import images as img
+from convscope.report.cache import StageCache, StageOutput, stage_key
+
+
+def _decode(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def test_grid_shares_one_scale_and_leaves_gaps():
+    maps = np.zeros((32, 26, 26))
+    maps[5] = 2.0  # the brightest map
+    maps[6] = 1.0
+    grid = _decode(img.grid_png(maps, "viridis", 0.0, 2.0, per_row=8))
+    assert grid.shape == (4 * 27 - 1, 8 * 27 - 1, 3)
+    lut = img.lut("viridis")
+    assert (grid[0, 5 * 27] == lut[255]).all()  # map 5 at the top of the scale
+    assert (grid[0, 6 * 27] == lut[128]).all()  # map 6 half way
+    assert (grid[0, 0] == lut[0]).all()
+    assert (grid[0, 26] == img.GAP_COLOUR).all()  # the 1-pixel gap after map 0
+    nodes = _decode(img.grid_png(np.arange(100.0), "viridis", 0.0, 99.0))
+    assert nodes.shape == (10, 10, 3)  # 100 dense nodes: one 10×10 block
+    wide = _decode(img.grid_png(np.arange(128.0), "viridis", 0.0, 127.0, per_row=16))
+    assert wide.shape == (8, 16, 3)
+
+
+def test_receptive_field_is_outlined_in_orange():
+    digit = np.zeros((28, 28), dtype=np.uint8)
+    png = img.digits_with_fields_png([digit, digit], [(2, 4, 20, 22), (0, 0, 28, 28)], zoom=3, gap=3)
+    strip = _decode(png)
+    assert strip.shape == (84, 2 * 84 + 3, 3)
+    assert tuple(strip[2 * 3, 4 * 3 + 5]) == img.FIELD_COLOUR  # top edge of the field
+    assert tuple(strip[20 * 3 - 1, 22 * 3 - 1]) == img.FIELD_COLOUR  # bottom-right corner (exclusive bound)
+    assert tuple(strip[30, 30]) == (0, 0, 0)  # inside stays the digit
+    second = strip[:, 87:]
+    assert not (second == np.array(img.FIELD_COLOUR)).all(axis=2).any()  # whole-image field: no outline
+
+
+def test_signed_maps_are_symmetric_and_white_at_zero():
+    values = np.array([[-1.0, 0.0, 1.0]])
+    rgb = _decode(img.signed_png(values))
+    lut = img.lut("RdBu_r")
+    assert (rgb[0, 0] == lut[0]).all() and (rgb[0, 2] == lut[255]).all()
+    assert rgb[0, 1].min() > 240  # 0 is (nearly) white
+
+
+def test_stage_store_round_trip_and_key_checks(tmp_path):
+    cache = StageCache(tmp_path / ".stages")
+    output = StageOutput(meta={"alive": 127, "status": ["dead", "converged"]},
+                         arrays={"oips": np.arange(6, dtype=np.float16).reshape(2, 3)},
+                         images={"oip/0": b"\x89PNG fake bytes", "photo": b"\xff\xd8 jpeg"})
+    key = stage_key({"stage": "oip:Conv2D_3", "seed": 0})
+    assert key == stage_key({"seed": 0, "stage": "oip:Conv2D_3"})  # order does not matter
+    assert key != stage_key({"stage": "oip:Conv2D_3", "seed": 1})
+    cache.save("oip:Conv2D_3", key, output, 12.5)
+    loaded, seconds = cache.load("oip:Conv2D_3", key)
+    assert seconds == 12.5 and loaded.meta == output.meta
+    assert loaded.images == output.images
+    assert loaded.arrays["oips"].dtype == np.float16 and (loaded.arrays["oips"] == output.arrays["oips"]).all()
+    assert cache.load("oip:Conv2D_3", "another key") is None
+    # a damaged array file means "not finished", not a crash
+    json_path, npz_path = cache.paths("oip:Conv2D_3")
+    npz_path.write_bytes(b"not a zip")
+    assert cache.load("oip:Conv2D_3", key) is None
+    cache.forget("oip:Conv2D_3")
+    assert not json_path.exists() and not npz_path.exists()

@@ -108,6 +108,7 @@ article.map header a.self { font-weight: 700; color: var(--fg); }
 .map-row { display: grid; grid-template-columns: 84px 1fr; gap: 10px; align-items: start; }
 .map-row .oip { width: 84px; height: 84px; border-radius: 6px; }
 .map-row .facts { font-size: 12px; color: var(--muted); line-height: 1.45; }
+svg.spark { display: block; margin: 2px 0; background: #f6f8fc; border-radius: 4px; }
 .lbl { font-size: 11px; text-transform: uppercase; letter-spacing: 0.05em; color: var(--muted); margin: 8px 0 2px; }
 .evo { width: 100%; height: auto; border-radius: 4px; }
 .strip { max-width: 100%; height: auto; }
@@ -381,6 +382,20 @@ def section_layer(ctx: Context, layer: str) -> str:
     return "\n".join(parts)
 
 
+def sparkline(values: Sequence[float], width: int = 150, height: int = 34) -> str:
+    """An inline SVG line of ``values`` (the OIP objective over the ascent steps)."""
+    values = [float(v) for v in values]
+    if len(values) < 2:
+        return ""
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    points = " ".join(f"{i * (width - 2) / (len(values) - 1) + 1:.1f},{height - 2 - (v - low) / span * (height - 4):.1f}"
+                      for i, v in enumerate(values))
+    return (f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+            f'aria-label="objective from {values[0]:.3g} to {values[-1]:.3g}"><polyline points="{points}" fill="none" '
+            f'stroke="#2f6fde" stroke-width="1.5"/></svg>')
+
+
 def section_maps(ctx: Context, layer: str) -> str:
     oip = ctx.outputs[f"oip:{layer}"]
     topk = ctx.outputs["topk"]
@@ -390,6 +405,7 @@ def section_maps(ctx: Context, layer: str) -> str:
     values = topk.arrays[f"values/{layer}"]
     indices = topk.arrays[f"indices/{layer}"]
     steps = meta["snapshot_steps"]
+    curves = oip.arrays.get("loss_curve")
     cards = []
     for m in range(meta["maps"]):
         dead = meta["dead"][m]
@@ -401,7 +417,8 @@ def section_maps(ctx: Context, layer: str) -> str:
 <article class="map" id="{map_id(layer, m)}" data-layer="{esc(layer)}" data-map="{m}">
   <header><a class="self" href="#{map_id(layer, m)}">{esc(layer)}:{m}</a>{badge}</header>
   <div class="map-row">{image_tag(oip.images, f"oip/{m}", f"OIP {layer}:{m}", "px oip")}
-    <div class="facts">OIP mean activation <b>{final[m]:.3g}</b><br>start: {esc(meta['source'][m])}<br>
+    <div class="facts">OIP mean activation <b>{final[m]:.3g}</b> · start: {esc(meta['source'][m])}<br>
+    {sparkline(curves[m]) if curves is not None else ''}
     strongest test image: test:{strongest} (its strongest unit {values[m, 0]:.3g})</div></div>
   <div class="lbl">evolution · steps {esc(', '.join(str(s) for s in steps))}</div>
   {image_tag(oip.images, f"evo/{m}", f"OIP evolution {layer}:{m}", "px evo")}

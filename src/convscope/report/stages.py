@@ -26,7 +26,7 @@ from convscope.report.cache import StageOutput
 from convscope.report.profile import Profile
 
 #: Bump when a stage's output changes meaning (invalidates stored results).
-STAGE_VERSION = 8
+STAGE_VERSION = 9
 
 #: Fixed colour scale of OIPs (they are standardised: mean 0, std 1).
 OIP_SCALE = (-3.0, 3.0)
@@ -342,6 +342,9 @@ def stage_oip(ctx: Context, layer: str) -> StageOutput:
         "final_loss": final,
         "initial_loss": _np(result.initial_loss).astype(np.float64),
         "converged_step": _np(result.converged_step).astype(np.int32),
+        # the objective over the ascent, ≤ 61 points per map (sparklines on the map cards)
+        "loss_curve": _np(result.losses)[np.unique(np.linspace(0, result.losses.shape[0] - 1, 61).round().astype(int))]
+        .T.astype(np.float32),
         "start_score": _np(starts.scores).astype(np.float64) if starts is not None else np.zeros(count),
     }
     out.meta = {

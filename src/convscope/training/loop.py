@@ -204,7 +204,7 @@ def train(
             correct += int((logits.argmax(1) == targets).sum())
             seen += len(idx)
             if on_batch is not None:
-                on_batch(batch_index, steps_per_epoch, float(data_loss))
+                on_batch(batch_index, steps_per_epoch, float(data_loss.detach()))
         seconds = time.perf_counter() - started
         model.eval()
         test_logits = predict_logits(model, test_split.images)

@@ -21,10 +21,14 @@ def test_grid_shares_one_scale_and_leaves_gaps():
     maps[6] = 1.0
     grid = _decode(img.grid_png(maps, "viridis", 0.0, 2.0, per_row=8))
     assert grid.shape == (4 * 27 - 1, 8 * 27 - 1, 3)
-    lut = img.lut("viridis")
-    assert (grid[0, 5 * 27] == lut[255]).all()  # map 5 at the top of the scale
-    assert (grid[0, 6 * 27] == lut[128]).all()  # map 6 half way
-    assert (grid[0, 0] == lut[0]).all()
+    from matplotlib import colormaps
+
+    def colour(x: float) -> np.ndarray:
+        return (np.asarray(colormaps["viridis"](x)[:3]) * 255 + 0.5).astype(np.uint8)
+
+    assert (grid[0, 5 * 27] == colour(1.0)).all()  # map 5 at the top of the scale
+    assert (grid[0, 6 * 27] == colour(0.5)).all()  # map 6 half way
+    assert (grid[0, 0] == colour(0.0)).all()
     assert (grid[0, 26] == img.GAP_COLOUR).all()  # the 1-pixel gap after map 0
     nodes = _decode(img.grid_png(np.arange(100.0), "viridis", 0.0, 99.0))
     assert nodes.shape == (10, 10, 3)  # 100 dense nodes: one 10×10 block
@@ -46,9 +50,11 @@ def test_receptive_field_is_outlined_in_orange():
 
 def test_signed_maps_are_symmetric_and_white_at_zero():
     values = np.array([[-1.0, 0.0, 1.0]])
+    from matplotlib import colormaps
+
     rgb = _decode(img.signed_png(values))
-    lut = img.lut("RdBu_r")
-    assert (rgb[0, 0] == lut[0]).all() and (rgb[0, 2] == lut[255]).all()
+    ends = [(np.asarray(colormaps["RdBu_r"](x)[:3]) * 255 + 0.5).astype(np.uint8) for x in (0.0, 1.0)]
+    assert (rgb[0, 0] == ends[0]).all() and (rgb[0, 2] == ends[1]).all()
     assert rgb[0, 1].min() > 240  # 0 is (nearly) white
 
 

@@ -26,7 +26,7 @@ from convscope.report.cache import StageOutput
 from convscope.report.profile import Profile
 
 #: Bump when a stage's output changes meaning (invalidates stored results).
-STAGE_VERSION = 9
+STAGE_VERSION = 10
 
 #: Fixed colour scale of OIPs (they are standardised: mean 0, std 1).
 OIP_SCALE = (-3.0, 3.0)

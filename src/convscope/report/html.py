@@ -67,7 +67,7 @@ img.fig { display: block; height: auto; border-radius: 6px; }
 .kpi .value { font-size: 22px; font-weight: 700; }
 .two { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(420px, 100%), 1fr)); gap: 20px; align-items: start; }
 table.t { border-collapse: collapse; font-size: 13.5px; width: 100%; }
-table.t th, table.t td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: left; vertical-align: top; }
+table.t th, table.t td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: left; vertical-align: baseline; }
 table.t th { color: var(--muted); font-weight: 600; background: #fafbfd; }
 table.t td.num, table.t th.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.prov th { width: 170px; white-space: nowrap; }
@@ -612,7 +612,12 @@ def render_page(ctx: Context, provenance: dict, timings: Sequence[Any]) -> str:
 </nav>
 <main>
 <header class="top"><h1>Inside {esc(arch)}</h1>
-<p>{card['total_params']:,} parameters · test accuracy {percent(accuracy)} · built {esc(provenance['built'])} with convscope {esc(provenance['library_version'])}</p></header>
+<p>{card['total_params']:,} parameters · test accuracy {percent(accuracy)} · built {esc(provenance['built'])} with convscope {esc(provenance['library_version'])}</p>
+<p class="lead" style="margin-top:8px">How to read it: the model card says what the network is and how well it does; each layer
+section shows what its maps respond to — activations for one digit per class, the optimised input pattern (OIP) of every map and
+the test images that excite it most. Click any OIP tile (or type a map such as <code>Conv2D_3:120</code> in the box on the left)
+for that map's own card. The last sections show what the network thinks the classes look like, why 4s and 9s get confused,
+its mistakes, and a DeepDream.</p></header>
 {''.join(body)}
 </main></body></html>
 """

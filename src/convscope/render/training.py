@@ -17,7 +17,7 @@ def training_curves_figure(history: Sequence[EpochRecord], lr_history: Sequence[
     ax = axes[0]
     ax.plot(epochs, [r.train_loss for r in history], "o-", label="train")
     ax.plot(epochs, [r.test_loss for r in history], "s-", label="test (validation)")
-    ax.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
+    ax.set(xlabel="epoch", ylabel="cross-entropy (train: incl. label smoothing)", title="Loss")
     ax.legend()
     ax = axes[1]
     ax.plot(epochs, [100 * r.train_accuracy for r in history], "o-", label="train")

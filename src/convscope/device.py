@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 
@@ -24,3 +27,18 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
             "use --device cpu (or leave it out to pick automatically)"
         )
     return dev
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` PyTorch CPU threads, restoring the previous number.
+
+    Small batches (a 28×28 ascent step) are too small to split across threads: on
+    a busy 2-core machine two threads were measured many times slower than one
+    (OpenMP spin-waiting)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

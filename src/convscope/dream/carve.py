@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from convscope.data.preprocess import standardize
+from convscope.device import torch_threads
 from convscope.dream.tiling import TilingError, model_input_size, resize
 from convscope.optvis.objectives import Objective
 
@@ -70,20 +71,6 @@ class CarveResult:
             "notes": self.notes,
             "parameters": self.parameters,
         }
-
-
-@contextlib.contextmanager
-def _threads(count: int):
-    """Temporarily run PyTorch CPU ops on ``count`` threads (restored afterwards).
-
-    A 28×28 ascent step is far too small to split across threads: on a loaded
-    2-core machine two threads were measured 12× slower than one (spin-waiting)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def stretch(image: torch.Tensor, low: float = 0.5, high: float = 99.5) -> torch.Tensor:
@@ -159,7 +146,7 @@ def carve(
                 if progress is not None:
                     progress(r * epochs + step, rounds * epochs)
 
-            with _threads(1) if device.type == "cpu" else contextlib.nullcontext():
+            with torch_threads(1) if device.type == "cpu" else contextlib.nullcontext():
                 result = reference_ascent(model, objective, start, steps=epochs, epsilon=epsilon, progress=round_progress)
             pattern = result.images.to(device)
             round_losses.append(float(result.final_loss[0]))

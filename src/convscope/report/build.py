@@ -11,12 +11,11 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from convscope import __version__
+from convscope.device import torch_threads
 from convscope.io import atomic_write_text, write_json
 from convscope.report import stages as st
 from convscope.report.cache import StageCache, StageOutput, stage_key
@@ -163,17 +163,6 @@ def choose_threads(requested: int | None) -> int:
     time and the class visualisations 40× slower (``benchmarks/report_speed.py``).
     """
     return max(1, int(requested)) if requested is not None else 1
-
-
-@contextlib.contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run the block with ``count`` PyTorch threads, restoring the previous number."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:

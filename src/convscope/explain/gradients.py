@@ -118,7 +118,7 @@ class SmoothGrad(Attribution):
         *,
         squared: bool = False,
         seed: int = 0,
-        batch_size: int = 4096,
+        batch_size: int = 1024,
     ) -> None:
         if isinstance(method, nn.Module):
             method = Saliency(method)

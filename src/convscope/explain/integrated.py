@@ -56,7 +56,7 @@ class IntegratedGradients(Attribution):
         baseline: Baseline = 0.0,
         steps: int = 50,
         method: str = "gausslegendre",
-        batch_size: int = 4096,
+        batch_size: int = 1024,
         return_convergence_delta: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Args:

@@ -49,7 +49,7 @@ class Occlusion(Attribution):
         window: int = 4,
         stride: int = 2,
         baseline: Baseline = 0.0,
-        batch_size: int = 512,
+        batch_size: int = 256,
     ) -> torch.Tensor:
         """Args:
             inputs: model inputs ``(N, C, H, W)``.

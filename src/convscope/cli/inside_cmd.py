@@ -443,16 +443,7 @@ def compare(classes, layers_text, n_examples, images_text, top_n, threshold, cma
     a_name, b_name = class_names[class_a], class_names[class_b]
 
     def row(index: int, role: str) -> dict:
-        probs = comparison.probabilities[index]
-        return {
-            "image": comparison.images[index],
-            "label": comparison.labels[index],
-            "probabilities": probs,
-            "caption": f"{role} test:{index}\nP({a_name})={float(probs[class_a]):.1%} P({b_name})={float(probs[class_b]):.1%}",
-            "activations": {
-                name: _example_acts(comparison.layers[name], ex, index) for name in names
-            },
-        }
+        return comparison.example_row(index, role, class_names)
 
     marks = {name: [(comparison.layers[name].a_only.numpy(), MARK_A), (comparison.layers[name].b_only.numpy(), MARK_B)]
              for name in names}
@@ -515,12 +506,6 @@ def compare(classes, layers_text, n_examples, images_text, top_n, threshold, cma
     echo_err(f"wrote {len(files)} files into {out_dir}")
 
 
-def _example_acts(layer_comparison, examples, index: int):
-    if index in examples.clear_a:
-        return layer_comparison.acts_a[examples.clear_a.index(index)]
-    if index in examples.clear_b:
-        return layer_comparison.acts_b[examples.clear_b.index(index)]
-    return layer_comparison.acts_ambiguous[examples.ambiguous_a.index(index)]
 
 
 # -- mistakes -------------------------------------------------------------------

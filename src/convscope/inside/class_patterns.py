@@ -229,6 +229,29 @@ class ClassComparison:
     labels: dict[int, int]
     layers: dict[str, LayerComparison] = field(default_factory=dict)
 
+    def example_activations(self, layer: str, index: int) -> torch.Tensor:
+        """Activations of example image ``index`` (clear A, clear B or ambiguous A) in ``layer``."""
+        comp, ex = self.layers[layer], self.examples
+        if index in ex.clear_a:
+            return comp.acts_a[ex.clear_a.index(index)]
+        if index in ex.clear_b:
+            return comp.acts_b[ex.clear_b.index(index)]
+        return comp.acts_ambiguous[ex.ambiguous_a.index(index)]
+
+    def example_row(self, index: int, role: str, class_names: Sequence[str], split: str = "test") -> dict:
+        """One row for the class-comparison figures: image, label, probabilities, a
+        caption naming ``role`` and P(A)/P(B), and the activations in every layer."""
+        probs = self.probabilities[index]
+        a_name, b_name = class_names[self.class_a], class_names[self.class_b]
+        return {
+            "image": self.images[index],
+            "label": self.labels[index],
+            "probabilities": probs,
+            "caption": f"{role} {split}:{index}\nP({a_name})={float(probs[self.class_a]):.1%} "
+            f"P({b_name})={float(probs[self.class_b]):.1%}",
+            "activations": {name: self.example_activations(name, index) for name in self.layers},
+        }
+
     def to_dict(self, top: int = 20, split: str = "test") -> dict:
         def describe(indices: Sequence[int]) -> list[dict]:
             return [

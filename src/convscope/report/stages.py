@@ -455,23 +455,8 @@ def stage_compare(ctx: Context, class_a: int = 4, class_b: int = 9) -> StageOutp
     names = ctx.class_names
     a_name, b_name = names[class_a], names[class_b]
 
-    def acts_of(name: str, index: int):
-        lc = comparison.layers[name]
-        if index in ex.clear_a:
-            return lc.acts_a[ex.clear_a.index(index)]
-        if index in ex.clear_b:
-            return lc.acts_b[ex.clear_b.index(index)]
-        return lc.acts_ambiguous[ex.ambiguous_a.index(index)]
-
     def row(index: int, role: str) -> dict:
-        probs = comparison.probabilities[index]
-        return {
-            "image": comparison.images[index],
-            "label": comparison.labels[index],
-            "probabilities": probs,
-            "caption": f"{role} test:{index}\nP({a_name})={float(probs[class_a]):.1%} P({b_name})={float(probs[class_b]):.1%}",
-            "activations": {name: acts_of(name, index) for name in layers},
-        }
+        return comparison.example_row(index, role, names)
 
     marks = {n: [(comparison.layers[n].a_only.numpy(), MARK_A), (comparison.layers[n].b_only.numpy(), MARK_B)]
              for n in layers}

@@ -22,7 +22,6 @@ Use :func:`deep_dream` (gray / luminance ``(H, W)`` in any value range, e.g.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from convscope.dream.tiling import (
     objective_and_gradient,
     resize,
 )
+from convscope.models.twin import gradient_twin
 from convscope.optvis.objectives import Objective
 
 Progress = Callable[[int, int], None]
@@ -123,14 +123,11 @@ def octave_sizes(
     return sizes[::-1], notes
 
 
-def prepare_model(model: nn.Module) -> nn.Module:
-    """A frozen, eval-mode, channels-last copy of ``model`` for dreaming: no weight
-    gradients are computed, and oneDNN convolutions run faster on channels-last
-    data (≈ 1.5× on CPU). The caller's model is not changed."""
-    prepared = copy.deepcopy(model).eval()
-    for parameter in prepared.parameters():
-        parameter.requires_grad_(False)
-    return prepared.to(memory_format=torch.channels_last)
+def prepare_model(model: nn.Module, read_layers: tuple[str, ...] | None = None) -> nn.Module:
+    """The copy of ``model`` a dream runs on: a :func:`~convscope.models.twin.gradient_twin`
+    (frozen, channels-last, exact rewrites that speed up the input gradient on CPU).
+    The caller's model is not changed."""
+    return gradient_twin(model, read_layers)
 
 
 def _auto_jitter(size: tuple[int, int], tile: tuple[int, int]) -> int:
@@ -250,7 +247,7 @@ def deep_dream(
     base = ((gray - mean) / (std + _EPS))[None, None]
     bases = [resize(base, size) for size in sizes]
 
-    model = prepare_model(model)
+    model = prepare_model(model, objective.layers)
     values: list[float] = []
     total_steps = steps * len(sizes)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bfloat16 else contextlib.nullcontext()

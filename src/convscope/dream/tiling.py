@@ -152,22 +152,23 @@ def _geometry(model: nn.Module, layer: str) -> _Geometry | None:
     top = layer.split(".")[0]
     jump, field, kernels = 1, 1, []
     for name, child in model.named_children():
-        module = getattr(child, "conv", child)
-        if isinstance(module, nn.Conv2d):
-            k, st, pad, dil = module.kernel_size[0], module.stride[0], module.padding, module.dilation[0]
-            if isinstance(pad, str) and pad != "valid" or not isinstance(pad, str) and any(pad) or dil != 1:
+        leaves = [m for m in child.modules() if not any(True for _ in m.children())]
+        for module in leaves:  # registration order = forward order in convscope's blocks
+            if isinstance(module, nn.Conv2d):
+                k, st, pad, dil = module.kernel_size[0], module.stride[0], module.padding, module.dilation[0]
+                if isinstance(pad, str) and pad != "valid" or not isinstance(pad, str) and any(pad) or dil != 1:
+                    return None
+            elif isinstance(module, nn.MaxPool2d):
+                k, st = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
+                if _pair(module.padding) != 0 or _pair(module.dilation) != 1 or module.ceil_mode:
+                    return None
+            elif isinstance(module, (nn.ReLU, nn.Identity, nn.Dropout, nn.LeakyReLU, nn.Tanh, nn.Sigmoid)):
+                k, st = 1, 1
+            else:
                 return None
-        elif isinstance(module, nn.MaxPool2d):
-            k, st = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
-            if _pair(module.padding) != 0 or _pair(module.dilation) != 1 or module.ceil_mode:
-                return None
-        elif isinstance(module, (nn.ReLU, nn.Identity, nn.Dropout, nn.LeakyReLU, nn.Tanh, nn.Sigmoid)):
-            k, st = 1, 1
-        else:
-            return None
-        field += (k - 1) * jump
-        jump *= st
-        kernels.append((k, st))
+            field += (k - 1) * jump
+            jump *= st
+            kernels.append((k, st))
         if name == top:
             return _Geometry(jump, field, tuple(kernels))
     return None

@@ -29,7 +29,6 @@ Example::
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,7 +36,9 @@ import torch
 from torch import nn
 
 from convscope.data.preprocess import standardize
+from convscope.models.twin import gradient_twin, input_extent
 from convscope.optvis.objectives import Objective
+from convscope.optvis.own_channel import own_channel_objective
 from convscope.probe import Probe
 
 #: progress(step, steps, active_members)
@@ -157,10 +158,15 @@ def reference_ascent(
             (the second reference's "5 % jitter"; the image itself is not moved).
         generator: randomness for ``jitter``.
         progress: ``progress(step, steps, active)`` called after every step.
-        fast: run on a private copy of the model in channels-last memory format
-            with its parameters' ``requires_grad`` off (about 30 % faster on CPU:
-            max-pooling and convolutions vectorise better; results are the same
-            up to float rounding). The caller's model is never modified.
+        fast: run on a :func:`~convscope.models.twin.gradient_twin` of the model
+            (frozen, channels-last, ReLU after max-pooling where nobody reads the
+            block, a fast input gradient for the 1-channel first convolution) and
+            feed the network only the part of the image its probed layers can see
+            (:func:`~convscope.models.twin.input_extent`; 26×26 of 28×28 for
+            Model A's ``Conv2D_3``), and compute only the scored map of each
+            member (:func:`~convscope.optvis.own_channel.own_channel_objective`).
+            Same results up to float rounding, about 2× faster on CPU (10× for
+            ``Conv2D_1``); the caller's model is never modified.
 
     Returns:
         An :class:`AscentResult`.
@@ -170,8 +176,15 @@ def reference_ascent(
     if steps < 0:
         raise ValueError(f"steps must be >= 0; got {steps}")
     n_members = images.shape[0]
+    extent = tuple(images.shape[-2:])
     if fast:
-        model = fast_twin(model)
+        objective = own_channel_objective(model, objective)
+    layers = objective.layers
+    if fast:
+        model = gradient_twin(model, layers)
+        if layers:
+            extent = input_extent(model, layers, extent)
+    crop = extent != tuple(images.shape[-2:])
     was_training = model.training
     model.eval()
     current = images.detach().clone()
@@ -191,7 +204,6 @@ def reference_ascent(
     updating = torch.ones(n_members, dtype=torch.bool)  # members still being changed
     active_objective = objective
     member_steps = 0
-    layers = objective.layers
     try:
         with Probe(model, layers) if layers else _NoProbe() as probe:
             for step in range(steps + 1):
@@ -209,7 +221,8 @@ def reference_ascent(
                 need_gradient = step < steps
                 step_objective = active_objective.subset(torch.zeros(2, dtype=torch.long)) if padded else active_objective
                 with torch.set_grad_enabled(need_gradient):
-                    activations = probe.run(model_input) if layers else {}
+                    network_input = model_input[..., : extent[0], : extent[1]].contiguous() if crop else model_input
+                    activations = probe.run(network_input) if layers else {}
                     scores = step_objective.score(activations, model_input)
                 if scores.shape != (len(rows),):
                     raise ValueError(f"objective returned shape {tuple(scores.shape)}; expected ({len(rows)},)")
@@ -310,19 +323,6 @@ def reference_ascent(
     )
 
 
-def fast_twin(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` for input-gradient work: eval mode, parameters frozen,
-    channels-last memory format. Falls back to ``model`` if it cannot be copied."""
-    try:
-        twin = copy.deepcopy(model)
-    except Exception:  # noqa: BLE001 - an uncopyable model still works, just slower
-        return model
-    twin.eval()
-    for parameter in twin.parameters():
-        parameter.requires_grad_(False)
-    return twin.to(memory_format=torch.channels_last)
-
-
 class _NoProbe:
     """Stand-in for objectives that read no layer (pure image penalties)."""
 
@@ -335,5 +335,5 @@ class _NoProbe:
 
 __all__ = [
     "AscentResult", "GRADIENT_EPS", "STATUS_CONVERGED", "STATUS_DEAD", "STATUS_MAX_STEPS",
-    "fast_twin", "normalise_gradient", "random_roll", "reference_ascent", "report_steps",
+    "normalise_gradient", "random_roll", "reference_ascent", "report_steps",
 ]

@@ -25,7 +25,8 @@ from torch import nn
 
 from convscope.data.preprocess import standardize
 from convscope.optvis import objectives as obj
-from convscope.optvis.ascent import ProgressFn, fast_twin, normalise_gradient
+from convscope.models.twin import gradient_twin
+from convscope.optvis.ascent import ProgressFn, normalise_gradient
 from convscope.optvis.init import random_initial_images
 from convscope.probe import Probe
 
@@ -153,7 +154,7 @@ def modern_ascent(
         raise ValueError(f"parametrisation must be one of {PARAMETRISATIONS}; got {parametrisation!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}")
-    model = fast_twin(model)
+    model = gradient_twin(model, objective.layers + (extra.layers if extra is not None else ()))
     if initial is None and parametrisation == "pixel":
         initial = random_initial_images(n, generator=generator)
     image_param = (

@@ -45,6 +45,11 @@ class Objective:
     #: ``members(index)`` returns the objective restricted to batch members
     #: ``index`` (a 1-D LongTensor). ``None`` means every member is scored alike.
     members: "Callable[[torch.Tensor], Objective] | None" = None
+    #: Set by :func:`channel` / :func:`channels` only: ``(layer, maps)``, the score
+    #: of member ``i`` is the mean activation of map ``maps[i]`` of ``layer``
+    #: (``maps`` a 0-d tensor = the same map for every member). Lets the ascent
+    #: compute just those maps (:mod:`convscope.optvis.own_channel`).
+    map_spec: "tuple[str, torch.Tensor] | None" = None
 
     @property
     def batched(self) -> bool:
@@ -150,7 +155,10 @@ def channel(address: str | LayerAddress, map_index: int | None = None) -> Object
     if parsed.position is not None:
         return unit(parsed)
     layer_name, index = parsed.layer, parsed.map_index
-    return Objective(lambda a, x: _spatial_mean(a[layer_name][:, index]), (layer_name,), str(parsed))
+    return Objective(
+        lambda a, x: _spatial_mean(a[layer_name][:, index]), (layer_name,), str(parsed),
+        map_spec=(layer_name, torch.tensor(index)),
+    )
 
 
 def unit(address: str | LayerAddress) -> Objective:
@@ -186,7 +194,8 @@ def channels(layer_name: str, map_indices: torch.Tensor | Sequence[int]) -> Obje
         return _spatial_mean(picked)
 
     return Objective(
-        fn, (layer_name,), f"{layer_name}:[{len(indices)} maps]", lambda keep: channels(layer_name, indices[keep])
+        fn, (layer_name,), f"{layer_name}:[{len(indices)} maps]", lambda keep: channels(layer_name, indices[keep]),
+        map_spec=(layer_name, indices),
     )
 
 

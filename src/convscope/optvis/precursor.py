@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from convscope.address import find_module
+from convscope.models.twin import frozen_twin
 from convscope.optvis import objectives as obj
 from convscope.optvis.ascent import reference_ascent
 from convscope.optvis.init import LONG_SCALE_WEIGHTS, REFERENCE_SCALES, random_initial_images
@@ -123,7 +124,8 @@ def precursor_starts(
     if candidates is None:
         candidates = random_initial_images(n_candidates, scales=scales, weights=weights, generator=generator)
     candidates = candidates.to(_device_of(model))
-    all_scores = score_maps(model, layer, candidates)[:, maps]  # (K, M)
+    scorer = frozen_twin(model)  # channels-last forward passes: ≈ 5× faster max-pooling on CPU
+    all_scores = score_maps(scorer, layer, candidates)[:, maps]  # (K, M)
     best_score, best_index = all_scores.max(dim=0)
     images = candidates[best_index].cpu().clone()
     scores = best_score.clone()
@@ -131,7 +133,7 @@ def precursor_starts(
 
     silent = [i for i, s in enumerate(source) if s == SOURCE_NONE]
     if silent and dataset_images is not None and len(dataset_images):
-        data_scores = score_maps(model, layer, dataset_images.to(candidates.device))[:, maps[silent]]
+        data_scores = score_maps(scorer, layer, dataset_images.to(candidates.device))[:, maps[silent]]
         d_best, d_index = data_scores.max(dim=0)
         for local, (value, index) in enumerate(zip(d_best.tolist(), d_index.tolist())):
             if value > 0:
@@ -142,7 +144,7 @@ def precursor_starts(
     silent = [i for i, s in enumerate(source) if s == SOURCE_NONE]
     pre_layer = _pre_activation_layer(model, layer)
     if silent and preactivation_steps > 0 and pre_layer is not None:
-        closeness = _closest_to_firing(model, pre_layer, candidates)[:, maps[silent]]  # (K, S)
+        closeness = _closest_to_firing(scorer, pre_layer, candidates)[:, maps[silent]]  # (K, S)
         closest = closeness.argmax(dim=0)
         starts = candidates[closest].cpu()
         for local, member in enumerate(silent):
@@ -151,7 +153,7 @@ def precursor_starts(
             model, obj.channels(pre_layer, maps[silent]), starts.to(candidates.device),
             steps=preactivation_steps, epsilon=epsilon,
         )
-        post = score_maps(model, layer, lifted.images.to(candidates.device))
+        post = score_maps(scorer, layer, lifted.images.to(candidates.device))
         for local, member in enumerate(silent):
             value = float(post[local, maps[member]])
             if value > 0:

@@ -24,7 +24,8 @@ from torch import nn
 
 from convscope.data.preprocess import standardize
 from convscope.optvis import objectives as obj
-from convscope.optvis.ascent import AscentResult, ProgressFn, fast_twin, normalise_gradient, reference_ascent
+from convscope.models.twin import gradient_twin
+from convscope.optvis.ascent import AscentResult, ProgressFn, normalise_gradient, reference_ascent
 from convscope.optvis.init import random_fluctuations, random_initial_images, upscale
 from convscope.probe import Probe
 
@@ -90,7 +91,7 @@ def coarse_to_fine_ascent(
     if any(b < a for a, b in zip(resolutions, resolutions[1:])):
         raise ValueError(f"resolutions must not decrease; got {list(resolutions)}")
     device = _device_of(model)
-    model = fast_twin(model)
+    model = gradient_twin(model, objective.layers)
     first = resolutions[0]
     if initial is None:
         image = random_initial_images(n, scales=(3, first), weights=(0.5, 0.5), size=first, generator=generator)

@@ -74,7 +74,8 @@ def emit_json(data: Any) -> None:
 
 
 def fail(message: str) -> None:
-    """Stop with one clear error message and exit status 2 (no traceback)."""
+    """Stop with one clear error message ('Error: ...') and exit status 1, no traceback.
+    (click's own usage errors, e.g. a bad option value, exit with status 2.)"""
     raise click.ClickException(message)
 
 

@@ -71,7 +71,8 @@ def gradient_twin(model: nn.Module, read_layers: Iterable[str] | None = None) ->
     if twin is model:
         return model
     read = [parse_address(layer).layer for layer in read_layers] if read_layers is not None else None
-    children = list(twin.named_children()) if read is not None else []
+    # child order is forward order only in a sequential model
+    children = list(twin.named_children()) if read is not None and isinstance(twin, nn.Sequential) else []
     for (name, block), (pool_name, pool) in zip(children, children[1:]):
         if (
             isinstance(block, ConvReLU)
@@ -97,6 +98,7 @@ class _SingleChannelConvFunction(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, int]):
         ctx.save_for_backward(weight)
         ctx.input_hw = x.shape[-2:]
+        ctx.input_dtype = x.dtype
         ctx.padding = padding
         return F.conv2d(x, weight, bias, padding=padding)
 
@@ -108,15 +110,15 @@ class _SingleChannelConvFunction(torch.autograd.Function):
         kh, kw = weight.shape[-2:]
         pad_h, pad_w = ctx.padding
         # (N, C, H', W') viewed as rows of C channels (free for channels-last data)
-        rows = grad_output.permute(0, 2, 3, 1).reshape(-1, channels)
+        rows = grad_output.permute(0, 2, 3, 1).reshape(-1, channels).to(weight.dtype)
         taps = (weight.reshape(channels, kh * kw).t() @ rows.t()).reshape(kh * kw, n, out_h, out_w)
-        grad = grad_output.new_zeros(n, out_h + kh - 1, out_w + kw - 1)
+        grad = taps.new_zeros(n, out_h + kh - 1, out_w + kw - 1)
         for i in range(kh):
             for j in range(kw):
                 grad[:, i : i + out_h, j : j + out_w] += taps[i * kw + j]
         height, width = ctx.input_hw
         grad = grad[:, pad_h : pad_h + height, pad_w : pad_w + width]
-        return grad.unsqueeze(1), None, None, None
+        return grad.unsqueeze(1).to(ctx.input_dtype), None, None, None
 
 
 class SingleChannelConv2d(nn.Conv2d):

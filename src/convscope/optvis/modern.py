@@ -25,9 +25,10 @@ from torch import nn
 
 from convscope.data.preprocess import standardize
 from convscope.optvis import objectives as obj
-from convscope.models.twin import gradient_twin
+from convscope.models.twin import gradient_twin, input_extent
 from convscope.optvis.ascent import ProgressFn, normalise_gradient
 from convscope.optvis.init import random_initial_images
+from convscope.optvis.own_channel import own_channel_objective
 from convscope.probe import Probe
 
 PARAMETRISATIONS = ("pixel", "fourier")
@@ -154,13 +155,17 @@ def modern_ascent(
         raise ValueError(f"parametrisation must be one of {PARAMETRISATIONS}; got {parametrisation!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}")
-    model = gradient_twin(model, objective.layers + (extra.layers if extra is not None else ()))
+    device = _device_of(model)
+    clean_objective = own_channel_objective(model, objective)  # computes only the scored maps
+    model = gradient_twin(model, clean_objective.layers + (extra.layers if extra is not None else ()))
     if initial is None and parametrisation == "pixel":
         initial = random_initial_images(n, generator=generator)
+    if initial is not None:
+        initial = initial.cpu()
     image_param = (
         PixelImage(initial) if parametrisation == "pixel" else FourierImage(n, generator=generator, initial=initial)
-    )
-    goal = objective
+    ).to(device)
+    goal = clean_objective
     if l1:
         goal = goal - l1 * obj.l1()
     if tv:
@@ -172,13 +177,21 @@ def modern_ascent(
     params = list(image_param.parameters())
     adam = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else None
     record_steps, records = [], []
-    layers = tuple(dict.fromkeys(goal.layers + objective.layers))
-    with Probe(model, layers) as probe:
+    layers = tuple(dict.fromkeys(goal.layers + clean_objective.layers))
+    size = (image_param().shape[-2], image_param().shape[-1])
+    extent = input_extent(model, layers, size) if layers else size
+
+    def network_view(image: torch.Tensor) -> torch.Tensor:
+        """The part of the image the probed layers can see (all of it unless cropping helps)."""
+        return image if extent == size else image[..., : extent[0], : extent[1]].contiguous()
+
+    with Probe(model, layers) if layers else _NoProbe() as probe:
 
         def record(step: int) -> None:
             with torch.no_grad():
                 clean = image_param()
-                records.append(objective.score(probe.run(clean), clean).double().cpu())
+                activations = probe.run(network_view(clean)) if layers else {}
+                records.append(clean_objective.score(activations, clean).double().cpu())
             record_steps.append(step)
 
         for step in range(steps):
@@ -186,7 +199,7 @@ def modern_ascent(
                 record(step)
             image = image_param()
             seen = random_transform(image, generator) if transforms else image
-            score = goal.score(probe.run(seen), seen)
+            score = goal.score(probe.run(network_view(seen)) if layers else {}, seen)
             if adam is not None:
                 adam.zero_grad(set_to_none=True)
                 (-score.sum()).backward()
@@ -209,7 +222,7 @@ def modern_ascent(
         final_images = image_param().detach().cpu()
     options = {
         "parametrisation": parametrisation, "optimizer": optimizer, "lr": lr, "transforms": transforms,
-        "l1": l1, "tv": tv, "blur_every": blur_every, "steps": steps, "objective": goal.name,
+        "l1": l1, "tv": tv, "blur_every": blur_every, "blur_sigma": blur_sigma, "steps": steps, "objective": goal.name,
     }
     clean = torch.stack(records)
     return ModernResult(final_images, clean, record_steps, clean[-1].clone(), options)
@@ -234,3 +247,143 @@ def diversity(layer_name: str, groups: torch.Tensor | list[int]) -> obj.Objectiv
         return (similarity * same).sum(dim=1) / counts
 
     return obj.Objective(fn, (layer_name,), f"diversity({layer_name})")
+
+
+def diversity_layer(model: nn.Module, layer_name: str) -> str:
+    """The layer whose Gram matrices the diversity penalty compares for OIPs of
+    ``layer_name``: the conv layer before it (``Conv2D_2`` for ``Conv2D_3``, as in
+    ``benchmarks/oip_options.py``), or ``layer_name`` itself for the first one."""
+    from convscope.optvis.oip import conv_layers  # local: oip imports this package's ascent
+
+    order = [name for name, _ in model.named_children()]
+    if layer_name not in order:
+        return layer_name
+    earlier = [name for name in conv_layers(model) if order.index(name) < order.index(layer_name)]
+    return earlier[-1] if earlier else layer_name
+
+
+@dataclass
+class ModernOIPs:
+    """OIPs of maps of one layer with the modern options, ``K`` members per map.
+
+    Attributes:
+        layer: layer name.
+        map_indices: ``(M,)`` the maps.
+        images: ``(M, K, 1, H, W)`` standardised images.
+        initial_loss, final_loss: ``(M, K)`` clean objective (the map's mean
+            activation on the untransformed image) at the start / end.
+        history: ``(R, M·K)`` clean objective at ``record_steps`` (member ``i·K + j``).
+        record_steps: the ``R`` steps.
+        starts: per map, where its start came from (precursor source or ``"random"``).
+        similarity: ``(M, K)`` each member's mean similarity to the other members of
+            its map (diversity runs), else ``None``.
+        params: every parameter, for manifests.
+    """
+
+    layer: str
+    map_indices: torch.Tensor
+    images: torch.Tensor
+    initial_loss: torch.Tensor
+    final_loss: torch.Tensor
+    history: torch.Tensor
+    record_steps: list[int]
+    starts: list[str]
+    similarity: torch.Tensor | None
+    params: dict
+
+
+def modern_oips(
+    model: nn.Module,
+    layer_name: str,
+    map_indices: torch.Tensor,
+    *,
+    diversity_members: int = 1,
+    diversity_weight: float = 2.0,
+    seed: int = 0,
+    steps: int = 600,
+    precursor: bool = True,
+    n_candidates: int = 512,
+    dataset_images: torch.Tensor | None = None,
+    epsilon: float = 0.01,
+    record_every: int | None = None,
+    progress: ProgressFn | None = None,
+    **options,
+) -> ModernOIPs:
+    """OIPs of ``map_indices`` of ``layer_name`` with :func:`modern_ascent`.
+
+    Args:
+        model: the network.
+        layer_name: e.g. ``"Conv2D_3"``.
+        map_indices: ``(M,)`` maps.
+        diversity_members: ``K`` members per map; ``K > 1`` subtracts
+            ``diversity_weight ×`` :func:`diversity` on :func:`diversity_layer`.
+        seed: seeds every random number.
+        steps: optimisation steps.
+        precursor: with ``K == 1``, start from the precursor's image per map
+            (:func:`~convscope.optvis.precursor.precursor_starts`); ``K > 1`` members
+            need different starts, so they start from seeded random images.
+        n_candidates, dataset_images, epsilon: precursor options.
+        record_every: record the clean objective every k steps (default: ~60 records).
+        progress: ``progress(step, steps, members)``.
+        **options: :func:`modern_ascent` options (``parametrisation``, ``optimizer``,
+            ``lr``, ``transforms``, ``l1``, ``tv``, ``blur_every``, ``blur_sigma``).
+
+    Returns:
+        :class:`ModernOIPs`.
+    """
+    from convscope.optvis.precursor import precursor_starts  # local: precursor imports the ascent
+
+    maps = torch.as_tensor(map_indices, dtype=torch.long).reshape(-1)
+    k, m = int(diversity_members), len(maps)
+    if k < 1:
+        raise ValueError(f"diversity_members must be >= 1; got {k}")
+    generator = torch.Generator().manual_seed(int(seed))
+    chosen, initial = None, None
+    if k == 1 and precursor:
+        chosen = precursor_starts(model, layer_name, maps, n_candidates=n_candidates, generator=generator,
+                                  dataset_images=dataset_images, epsilon=epsilon)
+        initial = chosen.images
+    groups = torch.arange(m).repeat_interleave(k)
+    members = maps.repeat_interleave(k)
+    compared = diversity_layer(model, layer_name) if k > 1 else None
+    extra = -diversity_weight * diversity(compared, groups) if k > 1 and diversity_weight > 0 else None
+    record_every = record_every or max(1, steps // 60)
+    result = modern_ascent(
+        model, obj.channels(layer_name, members), m * k, steps=steps, extra=extra, initial=initial,
+        generator=generator, record_every=record_every, progress=progress, **options,
+    )
+    similarity = None
+    if k > 1:
+        with torch.no_grad():
+            images = result.images.to(_device_of(model))
+            similarity = diversity(compared, groups)(model, images).double().cpu().reshape(m, k)
+    params = result.params | {
+        "algorithm": "modern", "layer": layer_name, "seed": seed, "record_every": record_every,
+        "precursor": chosen is not None, "diversity": k,
+        "diversity_weight": diversity_weight if k > 1 else 0.0, "diversity_layer": compared,
+    }
+    if chosen is not None:
+        params["precursor_params"] = chosen.params
+    return ModernOIPs(
+        layer=layer_name, map_indices=maps, images=result.images.reshape(m, k, *result.images.shape[1:]),
+        initial_loss=result.clean_losses[0].reshape(m, k), final_loss=result.final_loss.reshape(m, k),
+        history=result.clean_losses, record_steps=result.record_steps,
+        starts=chosen.source if chosen is not None else ["random"] * m, similarity=similarity, params=params,
+    )
+
+
+class _NoProbe:
+    """Stand-in when the objective reads no layer (first-layer own-channel objectives)."""
+
+    def __enter__(self) -> "_NoProbe":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")

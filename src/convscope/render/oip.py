@@ -98,14 +98,25 @@ def evolution_strip(snapshots, steps: Sequence[int], losses=None, *, title: str 
     return fig
 
 
-def loss_curve(losses, *, title: str = "", converged_step: int | None = None, snapshot_steps: Sequence[int] = ()) -> Figure:
-    """Loss (map mean activation) over the ascent steps for one member."""
+def loss_curve(
+    losses, *, title: str = "", converged_step: int | None = None, snapshot_steps: Sequence[int] = (),
+    steps: Sequence[int] | None = None,
+) -> Figure:
+    """Loss (map mean activation) over the ascent steps for one member.
+
+    Args:
+        losses: ``(T,)`` the history.
+        steps: the ``T`` step numbers when the history was recorded only every
+            few steps (default: ``0..T-1``, one value per step).
+    """
     history = _np(losses)
+    x = np.arange(len(history)) if steps is None else np.asarray(list(steps))
     fig, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
-    ax.plot(np.arange(len(history)), history, color="#1f77b4", lw=1.6, label="loss")
+    ax.plot(x, history, color="#1f77b4", lw=1.6, label="loss")
     for step in snapshot_steps:
-        if step < len(history):
-            ax.plot(step, history[step], "o", color="#444", ms=3)
+        hit = np.flatnonzero(x == step)
+        if len(hit):
+            ax.plot(step, history[hit[0]], "o", color="#444", ms=3)
     if converged_step is not None and converged_step >= 0:
         ax.axvline(converged_step, color="#2ca02c", ls="--", lw=1, label=f"converged (step {converged_step})")
     ax.set_xlabel("step")
@@ -116,23 +127,36 @@ def loss_curve(losses, *, title: str = "", converged_step: int | None = None, sn
     return fig
 
 
-def layer_loss_curves(losses, map_indices: Sequence[int], *, title: str = "", highlight: Sequence[int] = ()) -> Figure:
+def layer_loss_curves(
+    losses, map_indices: Sequence[int], *, title: str = "", highlight: Sequence[int] = (),
+    steps: Sequence[int] | None = None,
+) -> Figure:
     """All members' loss histories ``(T, M)`` in one plot (thin lines), with the
-    median in bold."""
+    median in bold; ``steps``: the ``T`` step numbers if not ``0..T-1``."""
     history = _np(losses)
+    x = np.arange(history.shape[0]) if steps is None else np.asarray(list(steps))
     fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
-    ax.plot(history, color="#1f77b4", alpha=0.15, lw=0.7)
-    ax.plot(np.median(history, axis=1), color="k", lw=2, label="median over maps")
+    ax.plot(x, history, color="#1f77b4", alpha=0.15, lw=0.7)
+    ax.plot(x, np.median(history, axis=1), color="k", lw=2, label="median over maps")
     maps = list(map_indices)
     for m in highlight:
         if m in maps:
-            ax.plot(history[:, maps.index(m)], lw=1.5, label=f"map {m}")
+            ax.plot(x, history[:, maps.index(m)], lw=1.5, label=f"map {m}")
     ax.set_xlabel("step")
     ax.set_ylabel("objective (mean activation)")
     ax.set_title(f"loss histories {title}".strip(), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
+
+
+def _cross_out(ax, h: int, w: int) -> None:
+    """Mark an ``h × w`` image cell as dead: red ✕ and frame."""
+    ax.plot([-0.5, w - 0.5], [-0.5, h - 0.5], color=DEAD_COLOR, lw=1.5)
+    ax.plot([-0.5, w - 0.5], [h - 0.5, -0.5], color=DEAD_COLOR, lw=1.5)
+    ax.add_patch(Rectangle((-0.5, -0.5), w, h, fill=False, edgecolor=DEAD_COLOR, lw=2.5))
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
 
 
 def layer_gallery(
@@ -162,15 +186,59 @@ def layer_gallery(
         dead = not losses[i] > 0
         ax.set_title(f"{map_indices[i]}", fontsize=7, color=DEAD_COLOR if dead else "black", pad=1.5)
         if dead:
-            h, w = _image(frames[i]).shape
-            ax.plot([-0.5, w - 0.5], [-0.5, h - 0.5], color=DEAD_COLOR, lw=1.5)
-            ax.plot([-0.5, w - 0.5], [h - 0.5, -0.5], color=DEAD_COLOR, lw=1.5)
-            ax.add_patch(Rectangle((-0.5, -0.5), w, h, fill=False, edgecolor=DEAD_COLOR, lw=2.5))
-            ax.set_xlim(-0.5, w - 0.5)
-            ax.set_ylim(h - 0.5, -0.5)
+            _cross_out(ax, *_image(frames[i]).shape)
     alive = int((losses > 0).sum())
     fig.suptitle(f"{title} — {alive} of {n} maps reach a non-zero OIP (red ✕: never reacted)".strip(" —"), fontsize=11)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.55 / (rows * 1.1 + 0.5), wspace=0.08, hspace=0.3)
+    return fig
+
+
+def diversity_gallery(
+    images, map_indices: Sequence[int], final_loss, similarity=None, *, title: str = "", maps_per_band: int = 16,
+    cmap: str = "viridis",
+) -> Figure:
+    """Several OIPs per map (a diversity run): one row per map with its ``K`` members
+    side by side, each titled with its final activation; dead members crossed out.
+
+    Args:
+        images: ``(M, K, 1, H, W)`` or ``(M, K, H, W)``.
+        map_indices: the ``M`` map numbers (row labels).
+        final_loss: ``(M, K)`` each member's final activation; ≤ 0 is marked dead.
+        similarity: optional ``(M,)`` mean pairwise similarity of each map's members
+            (printed under the row label).
+        maps_per_band: rows per column band; more maps wrap into further bands.
+    """
+    frames = _np(images)
+    if frames.ndim == 5:
+        frames = frames[:, :, 0]
+    m, k = frames.shape[:2]
+    losses = _np(final_loss).reshape(m, k)
+    sims = None if similarity is None else _np(similarity).reshape(m)
+    bands = math.ceil(m / maps_per_band)
+    rows = math.ceil(m / bands)
+    fig = plt.figure(figsize=(max(5.0, bands * (k * 0.95 + 0.8)), rows * 1.1 + 0.9), layout="constrained")
+    for band, sub in enumerate(np.atleast_1d(fig.subfigures(1, bands))):
+        axes = sub.subplots(rows, k, squeeze=False)
+        for row in range(rows):
+            i = band * rows + row
+            for j in range(k):
+                ax = axes[row, j]
+                if i >= m:
+                    ax.axis("off")
+                    continue
+                ax.imshow(frames[i, j], cmap=cmap, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                dead = not losses[i, j] > 0
+                ax.set_title(f"#{j}: {losses[i, j]:.3g}", fontsize=7, color=DEAD_COLOR if dead else "black", pad=1.5)
+                if dead:
+                    _cross_out(ax, *frames[i, j].shape)
+            if i < m:
+                label = f"map {map_indices[i]}" + ("" if sims is None else f"\nsim {sims[i]:.2f}")
+                axes[row, 0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    alive = int((losses > 0).sum())
+    summary = f"{alive} of {m * k} OIPs reach a non-zero activation (red ✕: never reacted)"
+    fig.suptitle(f"{title}\n{summary}" if title else summary, fontsize=10)
     return fig
 
 

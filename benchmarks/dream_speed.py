@@ -8,7 +8,10 @@ variants) in its own subprocess, so each peak memory (ru_maxrss) is its own.
     python benchmarks/dream_speed.py --size 512    # smaller photo
     python benchmarks/dream_speed.py --big         # also 4000×3000, 1 octave × 2 steps (bounded memory)
 
-Prints seconds, peak RSS and the ratio to fullconv. No assertions.
+Prints seconds, peak RSS and the ratio to fullconv. No assertions. "fullconv, no
+rewrites" runs on a plain frozen channels-last copy instead of the gradient twin
+(convscope.models.twin: ReLU after max-pool, fast 1-channel input gradient), to
+show what those rewrites buy.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ from convscope.models import load_model
 from convscope.optvis.objectives import parse_objective
 from convscope.photos import default_photo
 from convscope.dream import deep_dream
+if config.get("twin") == "frozen":  # the model copy without the exact rewrites, for comparison
+    import convscope.dream.octaves as octaves
+    from convscope.models.twin import frozen_twin
+    octaves.prepare_model = lambda model, read_layers=None: frozen_twin(model)
 model = load_model(None)
 gray = Image.fromarray(default_photo(gray=True)).resize((config["width"], config["height"]), Image.BICUBIC)
 image = torch.from_numpy(np.asarray(gray, dtype=np.float32).copy())
@@ -66,6 +73,7 @@ def main() -> None:
         ("downscale", {**base, "tiling": "downscale"}),
         ("tiles", {**base, "tiling": "tiles"}),
         ("fullconv", {**base, "tiling": "fullconv"}),
+        ("fullconv, no rewrites", {**base, "tiling": "fullconv", "twin": "frozen"}),
         ("fullconv, 2 threads", {**base, "tiling": "fullconv", "threads": 2}),
         ("fullconv, bf16", {**base, "tiling": "fullconv", "bf16": True}),
     ]

@@ -93,7 +93,7 @@ def _save_photo(path: Path, array) -> None:
 @click.option("--tile-batch", type=click.IntRange(1), default=512, show_default=True, help="Tiles per forward pass (memory bound for --tiling tiles).")
 @click.option("--bf16", is_flag=True, help="Run the model in bfloat16 autocast (faster on recent CPUs/GPUs).")
 @click.option(
-    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/dream"), show_default=True,
+    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("convscope-out/dream"), show_default=True,
     help="Output folder (created if needed).",
 )
 @model_option

@@ -104,7 +104,7 @@ def _stats(values) -> dict[str, float]:
 @data_dir_option
 @device_option
 @json_option
-@out_option("runs/explain")
+@out_option("convscope-out/explain")
 def explain(
     method: str, image: str, target: str | None, all_classes: bool, layer: str, keep: str, window: int, stride: int,
     baseline: str, steps: int, samples: int, noise: float, smooth_base: str, seed: int, sanity: bool,

@@ -354,7 +354,7 @@ def _run_modern(model, jobs, modern: _ModernOptions, *, seed: int, steps: int, p
 @data_dir_option
 @device_option
 @json_option
-@out_option("runs/oip")
+@out_option("convscope-out/oip")
 def oip(layer, maps, all_maps, all_layers, strategy, precursor, candidates, dataset_starts, steps, epsilon, criterion,
         early_stop, per_map, compare_strategies, seed, parametrisation, optimizer, lr, transforms, l1, tv, blur_every,
         blur_sigma, diversity, diversity_weight, model_path, data_dir, device, as_json, out_dir) -> None:
@@ -516,7 +516,7 @@ def oip(layer, maps, all_maps, all_layers, strategy, precursor, candidates, data
 @model_option
 @device_option
 @json_option
-@out_option("runs/classes")
+@out_option("convscope-out/classes")
 def classes(steps, passes, jitter, epsilon, seed, model_path, device, as_json, out_dir) -> None:
     """Class patterns: maximise each class logit (softmax bypassed).
 
@@ -527,7 +527,7 @@ def classes(steps, passes, jitter, epsilon, seed, model_path, device, as_json, o
 
     \b
     Example:
-      convscope classes --out runs/classes
+      convscope classes --out my-classes
     """
     from convscope.io import save_figure, save_npy, write_json
     from convscope.optvis.strategies import class_patterns

@@ -8,6 +8,14 @@ from collections.abc import Iterator
 import torch
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of ``model``'s parameters (CPU for a model without any)."""
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """Return the device to compute on.
 

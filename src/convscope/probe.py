@@ -122,6 +122,26 @@ class Probe:
         return {name: outputs[name] for name in self.layers}
 
 
+class _NoLayers:
+    """What :func:`optional_probe` gives when nothing is to be captured: runs
+    nothing, returns ``{}`` (objectives that read only the image)."""
+
+    def __enter__(self) -> "_NoLayers":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def run(self, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
+
+
+def optional_probe(model: nn.Module, layers: Sequence[str | LayerAddress], **options: Any) -> "Probe | _NoLayers":
+    """A :class:`Probe` for ``layers``, or — when ``layers`` is empty — a stand-in
+    whose ``run`` returns ``{}`` without running the model. Use as a context manager."""
+    return Probe(model, layers, **options) if len(layers) else _NoLayers()
+
+
 def capture(
     model: nn.Module,
     inputs: torch.Tensor,

@@ -169,6 +169,19 @@ def _check_modern_combination(modern: _ModernOptions, *, strategy: str, compare_
                    f"the precursor (one best start per map): drop {' and '.join(typed)}")
 
 
+def _write_manifest(out_dir: Path, manifest: dict, written: list[Path], started: float, as_json: bool) -> bool:
+    """Stamp the run time, write ``manifest.json`` (atomically) and, with ``--json``,
+    print the manifest plus the file list. True when the JSON was printed (then
+    the human summary is skipped)."""
+    from convscope.io import write_json
+
+    manifest["seconds"] = round(time.perf_counter() - started, 3)
+    written.append(write_json(out_dir / "manifest.json", manifest))
+    if as_json:
+        emit_json(manifest | {"files": [str(p) for p in written]})
+    return as_json
+
+
 def _modern_oips(model, layer_name: str, maps, modern: _ModernOptions, *, seed: int, steps: int, precursor: bool,
                  candidates: int, dataset, epsilon: float, progress) -> dict:
     """Run :func:`~convscope.optvis.modern.modern_oips` and hand its fields to the writers."""
@@ -241,7 +254,7 @@ def _modern_map_outputs(out_dir: Path, layer: str, map_index: int, i: int, run: 
 def _run_modern(model, jobs, modern: _ModernOptions, *, seed: int, steps: int, precursor: bool, candidates: int, dataset,
                 epsilon: float, write_per_map: bool, as_json: bool, out_dir: Path) -> None:
     """The modern path of ``convscope oip``: same file layout as the reference path."""
-    from convscope.io import save_figure, save_npy, write_json
+    from convscope.io import save_figure, save_npy
     from convscope.render import oip as draw
 
     k = modern.diversity
@@ -283,10 +296,7 @@ def _run_modern(model, jobs, modern: _ModernOptions, *, seed: int, steps: int, p
         if write_per_map:
             for i, map_index in enumerate(maps):
                 written.extend(_modern_map_outputs(out_dir, layer_name, map_index, i, run, modern))
-    manifest["seconds"] = round(time.perf_counter() - started, 3)
-    written.append(write_json(out_dir / "manifest.json", manifest))
-    if as_json:
-        emit_json(manifest | {"files": [str(p) for p in written]})
+    if _write_manifest(out_dir, manifest, written, started, as_json):
         return
     for layer_name, info in manifest["layers"].items():
         if info["maps"] == 1:
@@ -391,7 +401,7 @@ def oip(layer, maps, all_maps, all_layers, strategy, precursor, candidates, data
     import torch
 
     from convscope.address import AddressError
-    from convscope.io import save_figure, save_npy, write_json
+    from convscope.io import save_figure, save_npy
     from convscope.optvis import objectives as obj
     from convscope.optvis.oip import compute_oips, conv_layers, validate_maps
     from convscope.optvis.strategies import coarse_to_fine_ascent
@@ -484,10 +494,7 @@ def oip(layer, maps, all_maps, all_layers, strategy, precursor, candidates, data
                 else:
                     written.append(save_figure(out_dir / f"{layer_name}_map{map_index:03d}_views.png",
                                                draw.oip_views(images[i], title=f"{layer_name}:{map_index} (strategy 1)")))
-    manifest["seconds"] = round(time.perf_counter() - started, 3)
-    written.append(write_json(out_dir / "manifest.json", manifest))
-    if as_json:
-        emit_json(manifest | {"files": [str(p) for p in written]})
+    if _write_manifest(out_dir, manifest, written, started, as_json):
         return
     for layer_name, info in manifest["layers"].items():
         dead = info["dead_maps"]

@@ -140,7 +140,6 @@ def train(
                 on_epoch_end=on_epoch_end, on_batch=on_batch, train_limit=train_limit,
             )
     except KeyboardInterrupt:
-        done = state.epochs_done if state else 0
         echo_err(
             f"\nInterrupted. Finished epochs are saved in {checkpoint_dir}; continue with:\n"
             f"  convscope train --out {shlex.quote(str(out_dir))} --resume"

@@ -39,7 +39,7 @@ from convscope.data.preprocess import standardize
 from convscope.models.twin import gradient_twin, input_extent
 from convscope.optvis.objectives import Objective
 from convscope.optvis.own_channel import own_channel_objective
-from convscope.probe import Probe
+from convscope.probe import optional_probe
 
 #: progress(step, steps, active_members)
 ProgressFn = Callable[[int, int, int], None]
@@ -205,7 +205,7 @@ def reference_ascent(
     active_objective = objective
     member_steps = 0
     try:
-        with Probe(model, layers) if layers else _NoProbe() as probe:
+        with optional_probe(model, layers) as probe:
             for step in range(steps + 1):
                 # oneDNN picks a different convolution kernel for a batch of one,
                 # which would make a single-map run differ (by float rounding,
@@ -222,7 +222,7 @@ def reference_ascent(
                 step_objective = active_objective.subset(torch.zeros(2, dtype=torch.long)) if padded else active_objective
                 with torch.set_grad_enabled(need_gradient):
                     network_input = model_input[..., : extent[0], : extent[1]].contiguous() if crop else model_input
-                    activations = probe.run(network_input) if layers else {}
+                    activations = probe.run(network_input)
                     scores = step_objective.score(activations, model_input)
                 if scores.shape != (len(rows),):
                     raise ValueError(f"objective returned shape {tuple(scores.shape)}; expected ({len(rows)},)")
@@ -321,16 +321,6 @@ def reference_ascent(
         member_steps=member_steps,
         params=params,
     )
-
-
-class _NoProbe:
-    """Stand-in for objectives that read no layer (pure image penalties)."""
-
-    def __enter__(self) -> "_NoProbe":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 __all__ = [

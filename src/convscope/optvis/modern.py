@@ -24,12 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from convscope.data.preprocess import standardize
-from convscope.optvis import objectives as obj
+from convscope.device import model_device
 from convscope.models.twin import gradient_twin, input_extent
+from convscope.optvis import objectives as obj
 from convscope.optvis.ascent import ProgressFn, normalise_gradient
 from convscope.optvis.init import random_initial_images
 from convscope.optvis.own_channel import own_channel_objective
-from convscope.probe import Probe
+from convscope.probe import optional_probe
 
 PARAMETRISATIONS = ("pixel", "fourier")
 OPTIMIZERS = ("normalized", "adam")
@@ -155,7 +156,7 @@ def modern_ascent(
         raise ValueError(f"parametrisation must be one of {PARAMETRISATIONS}; got {parametrisation!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}")
-    device = _device_of(model)
+    device = model_device(model)
     clean_objective = own_channel_objective(model, objective)  # computes only the scored maps
     model = gradient_twin(model, clean_objective.layers + (extra.layers if extra is not None else ()))
     if initial is None and parametrisation == "pixel":
@@ -185,12 +186,12 @@ def modern_ascent(
         """The part of the image the probed layers can see (all of it unless cropping helps)."""
         return image if extent == size else image[..., : extent[0], : extent[1]].contiguous()
 
-    with Probe(model, layers) if layers else _NoProbe() as probe:
+    with optional_probe(model, layers) as probe:
 
         def record(step: int) -> None:
             with torch.no_grad():
                 clean = image_param()
-                activations = probe.run(network_view(clean)) if layers else {}
+                activations = probe.run(network_view(clean))
                 records.append(clean_objective.score(activations, clean).double().cpu())
             record_steps.append(step)
 
@@ -199,7 +200,7 @@ def modern_ascent(
                 record(step)
             image = image_param()
             seen = random_transform(image, generator) if transforms else image
-            score = goal.score(probe.run(network_view(seen)) if layers else {}, seen)
+            score = goal.score(probe.run(network_view(seen)), seen)
             if adam is not None:
                 adam.zero_grad(set_to_none=True)
                 (-score.sum()).backward()
@@ -355,7 +356,7 @@ def modern_oips(
     similarity = None
     if k > 1:
         with torch.no_grad():
-            images = result.images.to(_device_of(model))
+            images = result.images.to(model_device(model))
             similarity = diversity(compared, groups)(model, images).double().cpu().reshape(m, k)
     params = result.params | {
         "algorithm": "modern", "layer": layer_name, "seed": seed, "record_every": record_every,
@@ -370,20 +371,3 @@ def modern_oips(
         history=result.clean_losses, record_steps=result.record_steps,
         starts=chosen.source if chosen is not None else ["random"] * m, similarity=similarity, params=params,
     )
-
-
-class _NoProbe:
-    """Stand-in when the objective reads no layer (first-layer own-channel objectives)."""
-
-    def __enter__(self) -> "_NoProbe":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from convscope.address import AddressError, layer_output_shapes, resolve_address
+from convscope.device import model_device
 from convscope.optvis import objectives as obj
 from convscope.optvis.ascent import AscentResult, ProgressFn, reference_ascent
 from convscope.optvis.init import REFERENCE_SCALES, REFERENCE_WEIGHTS, random_initial_images
@@ -135,7 +136,7 @@ def compute_oips(
     """
     layer_name, maps = validate_maps(model, layer, map_indices)
     generator = torch.Generator().manual_seed(int(seed))
-    device = _device_of(model)
+    device = model_device(model)
     if precursor:
         chosen = precursor_starts(
             model, layer_name, maps, n_candidates=n_candidates, generator=generator,
@@ -193,13 +194,6 @@ def conv_layers(model: nn.Module) -> list[str]:
         if len(shapes.get(name, ())) == 3 and any(isinstance(m, nn.Conv2d) for m in module.modules()):
             names.append(name)
     return names
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
 
 
 __all__ = ["LayerOIPs", "compute_oips", "conv_layers", "merge_results", "validate_maps"]

@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from convscope.data.preprocess import standardize
-from convscope.optvis import objectives as obj
+from convscope.device import model_device
 from convscope.models.twin import gradient_twin
+from convscope.optvis import objectives as obj
 from convscope.optvis.ascent import AscentResult, ProgressFn, normalise_gradient, reference_ascent
 from convscope.optvis.init import random_fluctuations, random_initial_images, upscale
 from convscope.probe import Probe
@@ -90,7 +91,7 @@ def coarse_to_fine_ascent(
         raise ValueError("give one step count per resolution stage")
     if any(b < a for a, b in zip(resolutions, resolutions[1:])):
         raise ValueError(f"resolutions must not decrease; got {list(resolutions)}")
-    device = _device_of(model)
+    device = model_device(model)
     model = gradient_twin(model, objective.layers)
     first = resolutions[0]
     if initial is None:
@@ -183,7 +184,7 @@ def class_patterns(
     if bad:
         raise ValueError(f"the model has {n_classes} classes (0..{n_classes - 1}); got {bad}")
     generator = torch.Generator().manual_seed(int(seed))
-    device = _device_of(model)
+    device = model_device(model)
     start = random_initial_images(len(chosen), generator=generator).to(device)
     objective = obj.class_logits(chosen)
     results = []
@@ -200,13 +201,6 @@ def class_patterns(
     probabilities = torch.softmax(logits, dim=1)[index, torch.tensor(chosen)]
     params = {"classes": chosen, "steps": steps, "epsilon": epsilon, "jitter": jitter, "passes": passes, "seed": seed}
     return ClassPatterns(results[-1].images, results[0].images, own, probabilities, results, params)
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
 
 
 __all__ = ["ClassPatterns", "CoarseToFineResult", "class_patterns", "coarse_to_fine_ascent"]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from convscope.device import model_device
 from convscope.report import images as img
 from convscope.report.cache import StageOutput
 from convscope.report.profile import Profile
@@ -361,13 +362,6 @@ def stage_oip(ctx: Context, layer: str) -> StageOutput:
     return out
 
 
-def _device(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
 # ----------------------------------------------------------------------------- deconvnet
 def stage_deconv(ctx: Context) -> StageOutput:
     """Deconvnet (Zeiler & Fergus) of each map's strongest test image."""
@@ -418,7 +412,7 @@ def stage_classes(ctx: Context) -> StageOutput:
     result = class_patterns(ctx.ascent_model, steps=p.class_steps, epsilon=p.class_epsilon, passes=2,
                             seed=ctx.seed, progress=tick)
     with torch.no_grad():
-        probs = torch.softmax(ctx.model(result.images.to(_device(ctx.model))).float(), dim=1).cpu().numpy()
+        probs = torch.softmax(ctx.model(result.images.to(model_device(ctx.model))).float(), dim=1).cpu().numpy()
     pictures = _np(result.images)[:, 0]
     out = StageOutput()
     lo, hi = OIP_SCALE

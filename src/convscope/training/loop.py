@@ -208,7 +208,7 @@ def train(
         seconds = time.perf_counter() - started
         model.eval()
         test_logits = predict_logits(model, test_split.images)
-        test_labels = torch.as_tensor(np.asarray(test_split.labels))
+        test_labels = torch.from_numpy(np.array(test_split.labels, dtype=np.int64))  # a copy: the split is read-only
         record = EpochRecord(
             epoch=epoch + 1,
             train_loss=loss_sum / seen,

@@ -164,32 +164,49 @@ def layer_gallery(
 ) -> Figure:
     """All OIPs of a layer in a grid; maps whose OIP stays at 0 are crossed out in red.
 
+    Each cell is coloured on its own value range (as a separate ``imshow`` would)
+    and the cells are pasted into one mosaic drawn in a single axes — hundreds of
+    subplots would take seconds to lay out and save.
+
     Args:
         images: ``(M, 1, H, W)``.
         map_indices: the ``M`` map numbers (cell labels).
         final_loss: ``(M,)``; a map with loss ≤ 0 is marked dead.
     """
     frames = _np(images)
-    losses = _np(final_loss)
-    n = frames.shape[0]
+    frames = frames.reshape(frames.shape[0], frames.shape[-2], frames.shape[-1])
+    losses = _np(final_loss).reshape(-1)
+    n, h, w = frames.shape
     per_row = per_row or (16 if n > 64 else 8 if n > 16 else max(1, n))
     rows = math.ceil(n / per_row)
-    fig, axes = plt.subplots(rows, per_row, figsize=(per_row * 0.95, rows * 1.1 + 0.5), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
+    gap_x, gap_y = max(2, w // 8), max(6, h // 3)  # room between cells and for the labels
+    cell_w, cell_h = w + gap_x, h + gap_y
+    mosaic = np.ones((rows * cell_h, per_row * cell_w - gap_x, 4))
+    colormap = plt.get_cmap(cmap)
     for i in range(n):
-        ax = axes.flat[i]
-        ax.axis("on")
-        ax.imshow(_image(frames[i]), cmap=cmap, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        frame = frames[i]
+        lo, hi = float(frame.min()), float(frame.max())
+        scaled = (frame - lo) / (hi - lo) if hi > lo else np.zeros_like(frame)
+        top, left = (i // per_row) * cell_h + gap_y, (i % per_row) * cell_w
+        mosaic[top : top + h, left : left + w] = colormap(scaled)
+    fig, ax = plt.subplots(figsize=(per_row * 0.95, rows * 1.1 + 0.5))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.axis("off")
+    for i in range(n):
+        top, left = (i // per_row) * cell_h + gap_y, (i % per_row) * cell_w
         dead = not losses[i] > 0
-        ax.set_title(f"{map_indices[i]}", fontsize=7, color=DEAD_COLOR if dead else "black", pad=1.5)
+        colour = DEAD_COLOR if dead else "black"
+        ax.text(left + w / 2 - 0.5, top - 1.5, f"{map_indices[i]}", ha="center", va="bottom", fontsize=7, color=colour)
+        box_x, box_y = [left - 0.5, left + w - 0.5], [top - 0.5, top + h - 0.5]
+        ax.add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False, edgecolor=colour, lw=2.5 if dead else 0.6))
         if dead:
-            _cross_out(ax, *_image(frames[i]).shape)
+            ax.plot(box_x, box_y, color=DEAD_COLOR, lw=1.5)
+            ax.plot(box_x, box_y[::-1], color=DEAD_COLOR, lw=1.5)
+    ax.set_xlim(-1, mosaic.shape[1])
+    ax.set_ylim(mosaic.shape[0], 0)
     alive = int((losses > 0).sum())
     fig.suptitle(f"{title} — {alive} of {n} maps reach a non-zero OIP (red ✕: never reacted)".strip(" —"), fontsize=11)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.55 / (rows * 1.1 + 0.5), wspace=0.08, hspace=0.3)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.55 / (rows * 1.1 + 0.5))
     return fig
 
 

@@ -10,6 +10,7 @@ import contextlib
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from click.core import ParameterSource
@@ -17,6 +18,9 @@ from click.core import ParameterSource
 from convscope.cli.common import (
     data_dir_option, device_option, emit_json, fail, json_option, load_model_or_fail, model_option, out_option,
 )
+
+if TYPE_CHECKING:  # the engine is imported lazily, when a command runs
+    from convscope.optvis.modern import ModernOIPs
 
 
 @contextlib.contextmanager
@@ -183,36 +187,31 @@ def _write_manifest(out_dir: Path, manifest: dict, written: list[Path], started:
 
 
 def _modern_oips(model, layer_name: str, maps, modern: _ModernOptions, *, seed: int, steps: int, precursor: bool,
-                 candidates: int, dataset, epsilon: float, progress) -> dict:
-    """Run :func:`~convscope.optvis.modern.modern_oips` and hand its fields to the writers."""
+                 candidates: int, dataset, epsilon: float, progress):
+    """:func:`~convscope.optvis.modern.modern_oips` with the command's options."""
     from convscope.optvis.modern import modern_oips
 
     options = {name: value for name, value in (("lr", modern.lr), ("blur_sigma", modern.blur_sigma)) if value is not None}
-    result = modern_oips(
+    return modern_oips(
         model, layer_name, maps, diversity_members=modern.diversity, diversity_weight=modern.weight, seed=seed,
         steps=steps, precursor=precursor, n_candidates=candidates, dataset_images=dataset, epsilon=epsilon,
         progress=progress, parametrisation=modern.parametrisation, optimizer=modern.optimizer,
         transforms=modern.transforms, l1=modern.l1, tv=modern.tv, blur_every=modern.blur_every, **options,
     )
-    return {
-        "images": result.images, "initial": result.initial_loss, "final": result.final_loss,
-        "history": result.history, "record_steps": result.record_steps, "starts": result.starts,
-        "similarity": result.similarity, "params": result.params,
-    }
 
 
-def _modern_records(maps: list[int], run: dict) -> list[dict]:
+def _modern_records(maps: list[int], run: "ModernOIPs") -> list[dict]:
     """Per-map manifest records. With K > 1 members, ``initial_loss`` / ``final_loss``
     are the members' means and ``members`` lists each (index j = ``.npy[map, j]``)."""
     records = []
     for i, map_index in enumerate(maps):
-        initial, final = run["initial"][i].tolist(), run["final"][i].tolist()
+        initial, final = run.initial_loss[i].tolist(), run.final_loss[i].tolist()
         record = {
             "map": map_index, "initial_loss": sum(initial) / len(initial), "final_loss": sum(final) / len(final),
-            "status": "max_steps" if max(final) > 0 else "dead", "converged_step": -1, "start": run["starts"][i],
+            "status": "max_steps" if max(final) > 0 else "dead", "converged_step": -1, "start": run.starts[i],
         }
-        if run["similarity"] is not None:
-            similarity = run["similarity"][i].tolist()
+        if run.similarity is not None:
+            similarity = run.similarity[i].tolist()
             record["best_final_loss"] = max(final)
             record["mean_pairwise_similarity"] = sum(similarity) / len(similarity)
             record["members"] = [
@@ -224,30 +223,30 @@ def _modern_records(maps: list[int], run: dict) -> list[dict]:
     return records
 
 
-def _modern_map_outputs(out_dir: Path, layer: str, map_index: int, i: int, run: dict, modern: _ModernOptions) -> list[Path]:
+def _modern_map_outputs(out_dir: Path, layer: str, map_index: int, i: int, run: "ModernOIPs", modern: _ModernOptions) -> list[Path]:
     from convscope.io import save_figure, save_npy
     from convscope.render import oip as draw
 
     k = modern.diversity
     stem, label = f"{layer}_map{map_index:03d}", f"{layer}:{map_index}"
-    history = run["history"][:, i * k : (i + 1) * k]
+    history = run.history[:, i * k : (i + 1) * k]
     written = []
     for j in range(k):
-        subtitle = (f"mean activation {float(run['initial'][i, j]):.3g} → {float(run['final'][i, j]):.3g}"
-                    f" · {modern.label()} · start: {run['starts'][i]}")
+        subtitle = (f"mean activation {float(run.initial_loss[i, j]):.3g} → {float(run.final_loss[i, j]):.3g}"
+                    f" · {modern.label()} · start: {run.starts[i]}")
         if k > 1:
-            subtitle += f" · similarity to the other members {float(run['similarity'][i, j]):.2f}"
+            subtitle += f" · similarity to the other members {float(run.similarity[i, j]):.2f}"
         name = f"{stem}_views.png" if k == 1 else f"{stem}_member{j}_views.png"
         member_label = label if k == 1 else f"{label} member {j}"
-        written.append(save_figure(out_dir / name, draw.oip_views(run["images"][i, j], title=member_label, subtitle=subtitle)))
+        written.append(save_figure(out_dir / name, draw.oip_views(run.images[i, j], title=member_label, subtitle=subtitle)))
     if k == 1:
-        figure = draw.loss_curve(history[:, 0], title=f"{label} ({modern.label()})", steps=run["record_steps"])
+        figure = draw.loss_curve(history[:, 0], title=f"{label} ({modern.label()})", steps=run.record_steps)
     else:
         names = [f"member {j}" for j in range(k)]
         figure = draw.layer_loss_curves(history, names, title=f"{label}, {k} members", highlight=names,
-                                        steps=run["record_steps"])
+                                        steps=run.record_steps)
     written.append(save_figure(out_dir / f"{stem}_loss.png", figure))
-    written.append(save_npy(out_dir / f"{stem}.npy", run["images"][i, :, 0] if k > 1 else run["images"][i, 0, 0]))
+    written.append(save_npy(out_dir / f"{stem}.npy", run.images[i, :, 0] if k > 1 else run.images[i, 0, 0]))
     return written
 
 
@@ -271,28 +270,28 @@ def _run_modern(model, jobs, modern: _ModernOptions, *, seed: int, steps: int, p
         records = _modern_records(maps, run)
         info = {
             "maps": len(maps), "non_zero": sum(r["status"] != "dead" for r in records),
-            "dead_maps": [r["map"] for r in records if r["status"] == "dead"], "params": run["params"], "per_map": records,
+            "dead_maps": [r["map"] for r in records if r["status"] == "dead"], "params": run.params, "per_map": records,
         }
         if k > 1:
             info["members_per_map"] = k
-            info["mean_pairwise_similarity"] = float(run["similarity"].mean())
+            info["mean_pairwise_similarity"] = float(run.similarity.mean())
         manifest["layers"][layer_name] = info
-        images = run["images"]  # (M, K, 1, H, W)
+        images = run.images  # (M, K, 1, H, W)
         flat_images = images.reshape(-1, *images.shape[2:])
         written.append(save_npy(out_dir / f"{layer_name}_oips.npy", images[:, :, 0] if k > 1 else images[:, 0, 0]))
         if len(flat_images) > 1:
             labels = maps if k == 1 else [f"{m}·{j}" for m in maps for j in range(k)]  # loss-curve labels
             if k == 1:
-                figure = draw.layer_gallery(flat_images, maps, run["final"][:, 0],
+                figure = draw.layer_gallery(flat_images, maps, run.final_loss[:, 0],
                                             title=f"OIPs of {layer_name} ({modern.label()}, seed {seed})")
             else:
                 figure = draw.diversity_gallery(
-                    images, maps, run["final"], run["similarity"].mean(dim=1),
+                    images, maps, run.final_loss, run.similarity.mean(dim=1),
                     title=(f"{layer_name}: {k} OIPs per map, seed {seed}\n{modern.label()}\n"
                            f"mean pairwise similarity {info['mean_pairwise_similarity']:.2f} (sim: per map)"))
             written.append(save_figure(out_dir / f"{layer_name}_gallery.png", figure))
             written.append(save_figure(out_dir / f"{layer_name}_losses.png", draw.layer_loss_curves(
-                run["history"], labels, title=f"{layer_name} ({modern.label()})", steps=run["record_steps"])))
+                run.history, labels, title=f"{layer_name} ({modern.label()})", steps=run.record_steps)))
         if write_per_map:
             for i, map_index in enumerate(maps):
                 written.extend(_modern_map_outputs(out_dir, layer_name, map_index, i, run, modern))

@@ -179,7 +179,7 @@ def modern_ascent(
     adam = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else None
     record_steps, records = [], []
     layers = tuple(dict.fromkeys(goal.layers + clean_objective.layers))
-    size = (image_param().shape[-2], image_param().shape[-1])
+    size = tuple(image_param().shape[-2:])
     extent = input_extent(model, layers, size) if layers else size
 
     def network_view(image: torch.Tensor) -> torch.Tensor:

@@ -61,27 +61,27 @@ class PrecursorResult:
     params: dict
 
 
-@torch.no_grad()
 def score_maps(model: nn.Module, layer: str, images: torch.Tensor, *, chunk: int = 1024) -> torch.Tensor:
     """Mean activation of every map of ``layer`` for every image: ``(N, C)``
     (``(N, F)`` for a dense layer). One early-stopped forward pass per chunk."""
-    model.eval()
-    scores = []
-    with Probe(model, [layer], detach=True) as probe:
-        for start in range(0, images.shape[0], chunk):
-            out = probe.run(images[start : start + chunk])[layer]
-            scores.append(out.reshape(out.shape[0], out.shape[1], -1).mean(dim=2).float().cpu())
-    return torch.cat(scores)
+    return _per_map(model, layer, images, "mean", chunk)
+
+
+def _closest_to_firing(model: nn.Module, pre_layer: str, images: torch.Tensor, *, chunk: int = 1024) -> torch.Tensor:
+    """Max pre-activation over positions per map: ``(N, C)``."""
+    return _per_map(model, pre_layer, images, "amax", chunk)
 
 
 @torch.no_grad()
-def _closest_to_firing(model: nn.Module, pre_layer: str, images: torch.Tensor, *, chunk: int = 1024) -> torch.Tensor:
-    """Max pre-activation over positions per map: ``(N, C)``."""
+def _per_map(model: nn.Module, layer: str, images: torch.Tensor, reduce: str, chunk: int) -> torch.Tensor:
+    """``layer``'s output reduced over positions (``"mean"`` or ``"amax"``) per map
+    and image: ``(N, C)``, in chunks of ``chunk`` images."""
+    model.eval()
     values = []
-    with Probe(model, [pre_layer], detach=True) as probe:
+    with Probe(model, [layer], detach=True) as probe:
         for start in range(0, images.shape[0], chunk):
-            out = probe.run(images[start : start + chunk])[pre_layer]
-            values.append(out.reshape(out.shape[0], out.shape[1], -1).amax(dim=2).float().cpu())
+            out = probe.run(images[start : start + chunk])[layer]
+            values.append(getattr(out.reshape(out.shape[0], out.shape[1], -1), reduce)(dim=2).float().cpu())
     return torch.cat(values)
 
 

@@ -21,13 +21,9 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from convscope.render.inside import _np  # noqa: E402  (tensor/array → float64 ndarray)
+
 DEAD_COLOR = "#ff3b30"
-
-
-def _np(values) -> np.ndarray:
-    if hasattr(values, "detach"):
-        values = values.detach().cpu().numpy()
-    return np.asarray(values, dtype=np.float64)
 
 
 def _image(values) -> np.ndarray:

@@ -21,6 +21,7 @@ layers or index range.
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -86,23 +87,50 @@ def parse_address(text: str | LayerAddress) -> LayerAddress:
     return LayerAddress(match["layer"], int(map_text) if map_text is not None else None, position)
 
 
+def _aliases(model: nn.Module) -> dict[str, str]:
+    spec = getattr(model, "convscope_spec", None)
+    return dict(getattr(spec, "aliases", None) or {})
+
+
 def layer_names(model: nn.Module) -> list[str]:
     """The model's top-level layer names in definition order, plus pseudo-layers."""
     return [name for name, _ in model.named_children()] + list(PSEUDO_LAYERS)
 
 
+def _name_list(model: nn.Module, limit: int = 40) -> str:
+    """Valid names for an error message: top-level layers, then nested ones, capped."""
+    top = [name for name, _ in model.named_children()]
+    nested = [name for name, _ in model.named_modules() if name and "." in name]
+    names = top + list(PSEUDO_LAYERS) + nested
+    shown = ", ".join(names[:limit])
+    return shown + (f", … ({len(names) - limit} more; `convscope summary` lists them all)" if len(names) > limit else "")
+
+
+def canonical_layer(model: nn.Module, name: str) -> str:
+    """The module name (or pseudo-layer) that ``name`` refers to: ``name`` itself, or
+    the target of an alias in the model's spec (``dense_14`` → ``Dense_1``)."""
+    if name in PSEUDO_LAYERS:
+        return name
+    aliases = _aliases(model)
+    if name in aliases and name not in dict(model.named_modules()):
+        return aliases[name]
+    return name
+
+
 def find_module(model: nn.Module, name: str) -> nn.Module:
-    """Return the submodule called ``name`` (dotted names allowed).
+    """Return the submodule called ``name`` (dotted names and spec aliases allowed).
 
     Raises:
         AddressError: no such module; the message lists the valid layer names.
     """
     modules = dict(model.named_modules())
-    if name in modules and name != "":
-        return modules[name]
-    valid = ", ".join(layer_names(model))
+    target = canonical_layer(model, name)
+    if target in modules and target != "":
+        return modules[target]
+    if len(name) > 200:
+        name = name[:60] + f"… ({len(name)} characters)"
     raise AddressError(
-        f"the model has no layer {name!r}; valid layers: {valid} "
+        f"the model has no layer {name!r}; valid layers: {_name_list(model)} "
         "(dotted names such as 'Conv2D_3.conv' reach submodules)"
     )
 
@@ -119,18 +147,27 @@ def resolve_address(
             or ``(1, 28, 28)``.
 
     Returns:
-        The parsed, validated address (negative indices are not allowed).
+        The parsed, validated address with an alias replaced by the layer it names
+        (negative indices are not allowed).
 
     Raises:
         AddressError: unknown layer (lists valid names), map index out of range,
             or unit position outside the map (both give the valid range).
     """
     parsed = parse_address(address)
-    if parsed.layer not in PSEUDO_LAYERS:
-        find_module(model, parsed.layer)
+    layer = canonical_layer(model, parsed.layer)
+    if layer not in PSEUDO_LAYERS:
+        find_module(model, layer)
+    parsed = LayerAddress(layer, parsed.map_index, parsed.position)
     if parsed.map_index is None:
         return parsed
-    shape = layer_output_shapes(model, input_shape)[parsed.layer]
+    shapes = layer_output_shapes(model, input_shape)
+    if parsed.layer not in shapes:
+        raise AddressError(
+            f"{parsed.layer} is never called by the model's forward pass, so it has no output to address "
+            "(a container such as a ModuleDict only holds other layers: address one of them)"
+        )
+    shape = shapes[parsed.layer]
     n_maps = shape[0]
     if not 0 <= parsed.map_index < n_maps:
         raise AddressError(
@@ -152,23 +189,42 @@ def resolve_address(
     return parsed
 
 
+_SHAPE_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
 def layer_output_shapes(
     model: nn.Module, input_shape: tuple[int, ...] | None = None
 ) -> dict[str, tuple[int, ...]]:
-    """Per-sample output shape of every named module and pseudo-layer.
+    """Per-sample output shape of every module the forward pass calls, and of the
+    pseudo-layers (containers that are never called have no entry).
 
-    Runs one forward pass on zeros (no gradients). Returns e.g.
-    ``{"Conv2D_1": (32, 26, 26), ..., "logits": (10,), "probabilities": (10,)}``.
+    Runs one forward pass on zeros (no gradients), cached per model and input shape.
+    Returns e.g. ``{"Conv2D_1": (32, 26, 26), ..., "logits": (10,), "probabilities": (10,)}``.
+    ``input_shape`` defaults to the model spec's ``(C, H, W)``.
     """
-    from convscope.probe import Probe  # local import: probe imports this module
+    from convscope.probe import reached_outputs  # local import: probe imports this module
+    from convscope.spec import spec_of
 
-    shape = tuple(input_shape or getattr(model, "input_shape", (1, 28, 28)))
+    shape = tuple(input_shape) if input_shape is not None else spec_of(model).input_shape
+    structure = tuple((name, type(module).__name__) for name, module in model.named_modules())
+    key = (shape, structure)
+    cached = _SHAPE_CACHE.get(model)
+    if cached is not None and cached.get("key") == key:
+        return dict(cached["shapes"])
     try:
         param = next(model.parameters())
         device, dtype = param.device, param.dtype
     except StopIteration:
         device, dtype = torch.device("cpu"), torch.float32
-    names = [name for name, _ in model.named_modules() if name]
-    with torch.no_grad(), Probe(model, names + list(PSEUDO_LAYERS), stop_early=False) as probe:
-        outputs = probe.run(torch.zeros((1, *shape), device=device, dtype=dtype))
-    return {name: tuple(out.shape[1:]) for name, out in outputs.items()}
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = reached_outputs(model, torch.zeros((1, *shape), device=device, dtype=dtype))
+    finally:
+        model.train(was_training)
+    shapes = {name: tuple(out.shape[1:]) for name, out in outputs.items()}
+    try:
+        _SHAPE_CACHE[model] = {"key": key, "shapes": shapes}
+    except TypeError:  # a module that cannot be weakly referenced: no cache
+        pass
+    return dict(shapes)

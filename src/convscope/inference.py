@@ -10,26 +10,24 @@ import torch
 from torch import nn
 
 from convscope.data.preprocess import preprocess
+from convscope.device import model_device
+from convscope.spec import model_output, spec_of
 
 
 def preprocessing_of(model: nn.Module) -> str:
-    """The preprocessing recorded in the model's config (default ``standardize``)."""
-    config = getattr(model, "config", None)
-    return getattr(config, "preprocessing", None) or "standardize"
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter (CPU for parameter-less models)."""
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
+    """The preprocessing named in the model's spec."""
+    return spec_of(model).preprocessing
 
 
 def to_input(model: nn.Module, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 images ``(N, 28, 28)`` / ``(28, 28)`` → model input ``(N, 1, 28, 28)``
-    preprocessed the way ``model`` was trained, on the model's device."""
-    return preprocess(images, preprocessing_of(model), device=model_device(model))
+    """uint8 images → model input ``(N, C, H, W)`` preprocessed the way ``model`` was
+    trained (its spec), on the model's device.
+
+    ``images``: ``(H, W)`` / ``(N, H, W)`` for a gray model, ``(H, W, C)`` /
+    ``(N, H, W, C)`` channels last, or ``(N, C, H, W)``; sizes must equal the spec's
+    (:class:`~convscope.data.preprocess.ImageLayoutError` otherwise).
+    """
+    return preprocess(images, spec_of(model), device=model_device(model))
 
 
 @torch.no_grad()
@@ -40,7 +38,7 @@ def predict_logits(
     batch_size: int = 1000,
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Logits ``(N, classes)`` (on CPU) for uint8 images ``(N, 28, 28)``.
+    """Logits ``(N, classes)`` (on CPU) for uint8 images (any layout :func:`to_input` takes).
 
     Args:
         model: the network (put in eval mode for the call, restored afterwards).
@@ -55,10 +53,10 @@ def predict_logits(
         total = len(images)
         for start in range(0, total, batch_size):
             batch = to_input(model, images[start : start + batch_size])
-            chunks.append(model(batch).float().cpu())
+            chunks.append(model_output(model(batch)).float().cpu())
             if progress is not None:
                 progress(min(start + batch_size, total), total)
-        return torch.cat(chunks) if chunks else torch.zeros((0, getattr(model, "num_classes", 10)))
+        return torch.cat(chunks) if chunks else torch.zeros((0, spec_of(model).num_classes))
     finally:
         model.train(was_training)
 

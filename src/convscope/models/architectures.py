@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from convscope.spec import SPEC_ATTRIBUTE, ModelSpec, digit_spec
+
 
 class ConvReLU(nn.Module):
     """3×3 convolution followed by ReLU. Input ``(N, C_in, H, W)``."""
@@ -45,18 +47,27 @@ class ConvscopeModel(nn.Sequential):
         architecture: registry name (``"seed_cnn"``, ``"model_b"``).
         input_shape: ``(C, H, W)`` of one input.
         num_classes: number of output logits.
+        aliases: extra layer names (the Keras names the reference posts print).
         config: the :class:`~convscope.models.files.ModelConfig` once loaded/trained.
+        convscope_spec: the :class:`~convscope.spec.ModelSpec` (MNIST digits until
+            a config says otherwise).
     """
 
     architecture: str = ""
     input_shape: tuple[int, int, int] = (1, 28, 28)
     num_classes: int = 10
+    aliases: dict[str, str] = {}
 
     def __init__(self, layers: dict[str, nn.Module]) -> None:
         super().__init__()
         for name, layer in layers.items():
             self.add_module(name, layer)
         self.config = None
+        setattr(self, SPEC_ATTRIBUTE, self.default_spec())
+
+    def default_spec(self) -> ModelSpec:
+        """The spec of a freshly built model: MNIST digits, per-image standardisation."""
+        return digit_spec(name=self.architecture, aliases=dict(self.aliases))
 
     @property
     def layer_names(self) -> list[str]:
@@ -77,6 +88,8 @@ class SeedCNN(ConvscopeModel):
     """
 
     architecture = "seed_cnn"
+    # the Keras names of the reference posts' summary
+    aliases = {"flatten_7": "Flatten", "dense_14": "Dense_1", "dense_15": "Dense_2"}
 
     def __init__(self) -> None:
         super().__init__(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
@@ -26,6 +27,7 @@ from convscope import __version__
 from convscope.device import resolve_device
 from convscope.io import atomic_write_bytes, to_json, atomic_write_text
 from convscope.models.architectures import ConvscopeModel, build_model
+from convscope.spec import SPEC_ATTRIBUTE, ModelSpec, SpecError, spec_of
 
 FORMAT = "convscope-model/1"
 SHIPPED_NAME = "seed_cnn"
@@ -35,17 +37,31 @@ class ModelFileError(ValueError):
     """A model file that is missing, tampered with, or does not match its config."""
 
 
+def conversion_for(dataset: str | None, input_shape: list[int] | tuple[int, ...]) -> str:
+    """The default image-file conversion for a model trained on ``dataset``: MNIST-style
+    digits for MNIST, a plain resize for everything else."""
+    return "digit" if dataset == "mnist" and list(input_shape) == [1, 28, 28] else "resize"
+
+
 @dataclass
 class ModelConfig:
-    """Everything needed to rebuild and correctly feed a model.
+    """Everything needed to rebuild and correctly feed a model: the saved form of its
+    :class:`~convscope.spec.ModelSpec` plus its architecture and provenance.
 
     Attributes:
         architecture: registry name (``seed_cnn`` = Model A, ``model_b``).
         layer_names: top-level layer names in forward order.
         input_shape: ``(C, H, W)``.
-        preprocessing: ``"standardize"`` (per image) or ``"unit"`` (0..1).
-        dataset: dataset the model was trained on.
+        preprocessing: ``"standardize"`` (per image), ``"unit"`` (0..1),
+            ``"meanstd"`` (with ``mean``/``std``) or ``"raw"``.
+        dataset: dataset the model was trained on (name or path), or ``None``.
         class_names: the labels' names.
+        mean, std: per-channel values for ``"meanstd"``.
+        image_conversion: how image files are converted (``digit``, ``resize``,
+            ``crop``, ``none``); ``None`` = the default for ``dataset``.
+        name: display name (default: the architecture).
+        aliases: extra layer names.
+        source: provenance of an imported model (file, SHA-256, format).
         training: the training recipe and its measured figures (free-form dict).
         test_accuracy: measured accuracy on the full test set, or ``None``.
         library_version: convscope version that wrote the file.
@@ -57,8 +73,14 @@ class ModelConfig:
     layer_names: list[str]
     input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
     preprocessing: str = "standardize"
-    dataset: str = "mnist"
+    dataset: str | None = "mnist"
     class_names: list[str] = field(default_factory=lambda: [str(i) for i in range(10)])
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    image_conversion: str | None = None
+    name: str | None = None
+    aliases: dict[str, str] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     test_accuracy: float | None = None
     library_version: str = __version__
@@ -67,6 +89,24 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def spec(self) -> ModelSpec:
+        """The :class:`~convscope.spec.ModelSpec` this config describes.
+
+        Raises:
+            SpecError: inconsistent fields.
+        """
+        return ModelSpec(
+            input_shape=tuple(self.input_shape),  # type: ignore[arg-type]
+            class_names=tuple(self.class_names),
+            preprocessing=self.preprocessing,
+            mean=None if self.mean is None else tuple(self.mean),
+            std=None if self.std is None else tuple(self.std),
+            dataset=self.dataset,
+            image_conversion=self.image_conversion or conversion_for(self.dataset, self.input_shape),
+            name=self.name or self.architecture,
+            aliases=dict(self.aliases or {}),
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<config>") -> "ModelConfig":
@@ -81,17 +121,46 @@ class ModelConfig:
         return cls(**{key: value for key, value in data.items() if key in known})
 
 
-def default_config(model: ConvscopeModel, **overrides: Any) -> ModelConfig:
-    """A config describing ``model`` (fields can be overridden)."""
-    config = ModelConfig(architecture=model.architecture, layer_names=model.layer_names, input_shape=list(model.input_shape))
+def default_config(model: nn.Module, **overrides: Any) -> ModelConfig:
+    """A config describing ``model`` and its spec (fields can be overridden). When
+    ``dataset`` is overridden without ``image_conversion``, the conversion becomes
+    that dataset's default."""
+    spec = spec_of(model)
+    config = ModelConfig(
+        architecture=getattr(model, "architecture", "") or type(model).__name__,
+        layer_names=[name for name, _ in model.named_children()],
+        input_shape=list(spec.input_shape),
+        preprocessing=spec.preprocessing,
+        dataset=spec.dataset,
+        class_names=list(spec.class_names),
+        mean=None if spec.mean is None else list(spec.mean),
+        std=None if spec.std is None else list(spec.std),
+        image_conversion=spec.image_conversion,
+        name=spec.name,
+        aliases=dict(spec.aliases),
+    )
+    if "dataset" in overrides and "image_conversion" not in overrides:
+        overrides["image_conversion"] = conversion_for(overrides["dataset"], overrides.get("input_shape", config.input_shape))
     return dataclasses.replace(config, **overrides)
 
 
 def paths_for(path: str | os.PathLike) -> tuple[Path, Path]:
-    """``(weights, config)`` paths for ``model``, ``model.json`` or ``model.safetensors``."""
+    """``(weights, config)`` paths for ``model``, ``model.json`` or ``model.safetensors``.
+
+    Raises:
+        ModelFileError: any other suffix (``.onnx``, ``.pt``, ``.h5`` …): nothing is
+            ever loaded from a neighbouring file of another kind.
+    """
     path = Path(path)
-    stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
-    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    if path.suffix in (".json", ".safetensors"):
+        stem = path.with_suffix("")
+    elif path.suffix == "" or not path.suffix[1:].isalpha():
+        stem = path
+    else:
+        raise ModelFileError(
+            f"{path}: a convscope model is NAME.json + NAME.safetensors; {path.suffix!r} files are not convscope model files"
+        )
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
 def model_to_bytes(model: ConvscopeModel, config: ModelConfig) -> tuple[bytes, ModelConfig]:
@@ -104,12 +173,13 @@ def model_to_bytes(model: ConvscopeModel, config: ModelConfig) -> tuple[bytes, M
 
 def save_model(model: ConvscopeModel, path: str | os.PathLike, config: ModelConfig | None = None) -> tuple[Path, Path]:
     """Write ``path.safetensors`` and ``path.json`` atomically; returns both paths."""
-    config = config or model.config or default_config(model)
+    config = config or getattr(model, "config", None) or default_config(model)
     weights, config = model_to_bytes(model, config)
     weights_path, config_path = paths_for(path)
     atomic_write_bytes(weights_path, weights)
     atomic_write_text(config_path, to_json(config.to_dict()))
     model.config = config
+    setattr(model, SPEC_ATTRIBUTE, config.spec())
     return weights_path, config_path
 
 
@@ -118,8 +188,8 @@ def shipped_model_path() -> Path:
     return Path(str(resources.files("convscope") / "shipped" / SHIPPED_NAME))
 
 
-def _check_config_fits(config: ModelConfig, model: ConvscopeModel, config_path: Path) -> None:
-    """Refuse a config whose recorded facts contradict its architecture."""
+def _check_config_fits(config: ModelConfig, model: ConvscopeModel, config_path: Path) -> ModelSpec:
+    """Refuse a config whose recorded facts contradict its architecture; return its spec."""
     from convscope.data.preprocess import PREPROCESSING
 
     problems = []
@@ -137,6 +207,10 @@ def _check_config_fits(config: ModelConfig, model: ConvscopeModel, config_path: 
         problems.append(f"class_names {config.class_names!r} do not name {model.num_classes} outputs")
     if problems:
         raise ModelFileError(f"{config_path} does not match architecture {config.architecture!r}: " + "; ".join(problems))
+    try:
+        return config.spec()
+    except (SpecError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{config_path}: {exc}") from None
 
 
 def load_model(
@@ -187,7 +261,7 @@ def load_model(
         model = build_model(config.architecture)
     except ValueError as exc:
         raise ModelFileError(f"{config_path}: {exc}") from exc
-    _check_config_fits(config, model, config_path)
+    spec = _check_config_fits(config, model, config_path)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -209,5 +283,6 @@ def load_model(
         raise ModelFileError(f"{weights_path}: tensors {not_finite} hold NaN or infinite values")
     model.load_state_dict(state)
     model.config = config
+    setattr(model, SPEC_ATTRIBUTE, spec)
     model.eval()
     return model.to(resolve_device(device))

@@ -249,11 +249,15 @@ def _describe(module: nn.Module, path: str, depth: int) -> dict:
                 raise GraphError(f"module {child_path}: the name {name!r} is not letters, digits and '_' only")
             children.append({"name": name, "module": _describe(child, child_path, depth + 1)})
         return {"type": "sequential", "children": children}
-    reason = "defines its own forward" if "forward" in vars(kind) or isinstance(module, nn.Sequential) else (
-        "is not a layer type this format knows")
+    if kind.__module__.startswith("torch.") or not any("forward" in vars(k) for k in kind.__mro__[:-1]):
+        reason = "is not a layer type this format knows"
+    else:
+        reason = "defines its own forward"
+    known = ["nn.Sequential"] + [f"nn.{k.__name__}" if k.__module__.startswith("torch.") else k.__name__
+                                 for k in _DESCRIBERS]
     raise GraphError(
         f"module {where} is a {kind.__module__}.{kind.__qualname__}, which {reason}; only plain nn.Sequential "
-        f"trees of these layers can be saved without their Python code: {', '.join(sorted(_TYPE_NAMES))}"
+        f"trees of these layers can be saved without their Python code: {', '.join(known)}"
     )
 
 

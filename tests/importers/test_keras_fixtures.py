@@ -252,6 +252,13 @@ def test_invalid_layer_names_are_renamed_and_aliased(tmp_path):
     assert [r.module for r in result.layer_table if r.name == "logits"] == ["logits_1"]
 
 
+def test_duplicate_layer_names_are_refused(tmp_path):
+    path = _copy(tmp_path, "misc_keras2.h5")
+    _edit_h5_config(path, lambda config: _layer(config, "gmp")["config"].update(name="bn_plain"))
+    with pytest.raises(KerasImportError, match="two layers are named 'bn_plain'"):
+        read_keras(path)
+
+
 def test_final_softmax_inside_the_graph_is_kept(tmp_path):
     """Only a final softmax is removed; a softmax activation elsewhere stays."""
     path = _copy(tmp_path, "misc_keras2.h5")

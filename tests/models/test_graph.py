@@ -110,6 +110,10 @@ class _Custom(nn.Module):
         return self.linear(x) * 2
 
 
+class _SubConv(nn.Conv2d):
+    pass
+
+
 class _OwnForward(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x) + 1
@@ -133,7 +137,8 @@ def _extra_buffer() -> nn.Module:
         (nn.Sequential(OrderedDict(ok=nn.ReLU(), block=nn.Sequential(OrderedDict(custom=_Custom()))))
          , r"module block\.custom is a .*_Custom, which defines its own forward"),
         (nn.Sequential(OrderedDict(seq=_OwnForward(nn.ReLU()))), r"module seq is a .*_OwnForward, which defines its own forward"),
-        (nn.Sequential(nn.Conv1d(1, 1, 1)), r"module 0 is a torch\.nn\.modules\.conv\.Conv1d, which is not a layer type"),
+        (nn.Sequential(nn.Conv1d(1, 1, 1)), r"module 0 is a torch\.nn\.modules\.conv\.Conv1d, which is not one of the layer classes"),
+        (nn.Sequential(OrderedDict(c=_SubConv(1, 1, 1))), r"module c is a .*_SubConv, which is not one of the layer classes"),
         (nn.Sequential(OrderedDict(c=_extra_child())), r"module c \(Conv2d\) has child modules"),
         (nn.Sequential(OrderedDict(l=_extra_buffer())), r"module l \(Linear\) holds tensors \['bias', 'scale', 'weight'\]"),
         (nn.Sequential(nn.Linear(2, 2).double()), r"module 0 \(Linear\): tensor 'weight' is torch\.float64"),

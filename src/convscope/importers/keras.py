@@ -424,6 +424,11 @@ def _layer_entries(model_config: dict, where: str) -> tuple[str, str, list[dict]
         if not isinstance(name, str) or not name:
             raise KerasImportError(f"{where}: layer #{index} ({entry['class_name']}) has no name")
         entry["name"] = name
+    seen: set[str] = set()
+    for entry in entries:
+        if entry["name"] in seen:
+            raise KerasImportError(f"{where}: two layers are named {entry['name']!r}; Keras layer names must be unique")
+        seen.add(entry["name"])
     return model_class, str(body.get("name", "model")), entries
 
 
@@ -504,11 +509,7 @@ def _chain(model_config: dict, where: str) -> tuple[str, str, list[dict], bool]:
         raise KerasImportError(f"the model has {len(inputs)} inputs ({', '.join(inputs)}); only single-input models are supported")
     if len(outputs) != 1:
         raise KerasImportError(f"the model has {len(outputs)} outputs ({', '.join(outputs)}); only single-output models are supported")
-    by_name: dict[str, dict] = {}
-    for entry in entries:
-        if entry["name"] in by_name:
-            raise KerasImportError(f"{where}: two layers are named {entry['name']!r}")
-        by_name[entry["name"]] = entry
+    by_name = {entry["name"]: entry for entry in entries}
     consumers: dict[str, list[str]] = {name: [] for name in by_name}
     feeds: dict[str, str] = {}
     for entry in entries:

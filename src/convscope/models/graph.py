@@ -249,10 +249,10 @@ def _describe(module: nn.Module, path: str, depth: int) -> dict:
                 raise GraphError(f"module {child_path}: the name {name!r} is not letters, digits and '_' only")
             children.append({"name": name, "module": _describe(child, child_path, depth + 1)})
         return {"type": "sequential", "children": children}
-    if kind.__module__.startswith("torch.") or not any("forward" in vars(k) for k in kind.__mro__[:-1]):
-        reason = "is not a layer type this format knows"
-    else:
+    if any("forward" in vars(k) for k in kind.__mro__ if not k.__module__.startswith("torch.")):
         reason = "defines its own forward"
+    else:  # a PyTorch layer type outside this list, or a subclass of one
+        reason = "is not one of the layer classes this format knows"
     known = ["nn.Sequential"] + [f"nn.{k.__name__}" if k.__module__.startswith("torch.") else k.__name__
                                  for k in _DESCRIBERS]
     raise GraphError(

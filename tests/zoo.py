@@ -140,3 +140,30 @@ def tuple_net(seed: int = 0) -> nn.Module:
         seeded(TupleNet(), seed), input_shape=(1, 28, 28), class_names=[str(i) for i in range(10)],
         preprocessing="standardize", dataset="mnist", image_conversion="digit", name="tuple-net",
     )
+
+
+PHOTO_CLASSES = {"astronaut": "astronaut", "cat": "chelsea", "coffee": "coffee", "rocket": "rocket"}
+
+
+def make_photo_folder(root, per_class: int = 40, size: int = 40, seed: int = 0):
+    """An RGB image-folder dataset from real photos that ship with scikit-image:
+    ``root/<class>/<i>.png``, one class per photo, random ``size``×``size`` crops
+    (half of them at another size, so loading must resize). Returns ``root``."""
+    from pathlib import Path
+
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for name, photo_name in PHOTO_CLASSES.items():
+        photo = getattr(skimage.data, photo_name)()
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            crop = size if i % 2 == 0 else size + 8
+            top = int(rng.integers(0, photo.shape[0] - crop))
+            left = int(rng.integers(0, photo.shape[1] - crop))
+            Image.fromarray(photo[top : top + crop, left : left + crop]).save(folder / f"{i:03d}.png")
+    return root

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+import convscope
 from torch import nn
 
 from convscope.inside import field_geometry, layer_activations, receptive_field, topk_examples, topk_layers
@@ -43,7 +45,7 @@ def test_batches_merge_exactly_with_stable_ties():
     net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3, bias=False))
     with torch.no_grad():
         net[1].weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 0]]))
-    net.config = type("C", (), {"preprocessing": "unit"})()
+    convscope.wrap(net, input_shape=(1, 2, 2), class_names=["a", "b", "c"], preprocessing="unit")
     images = torch.randint(0, 256, (23, 2, 2), dtype=torch.uint8)
     images[:, 0, 0] = images[:, 0, 0].clamp(max=200)
     images[5, 0, 0] = images[17, 0, 0] = 255  # a tie at the top of node 0

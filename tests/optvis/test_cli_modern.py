@@ -77,8 +77,11 @@ def test_options_reach_the_engine_unchanged(tmp_path, shipped_model):
     params = info["params"]
     assert (params["lr"], params["l1"], params["tv"], params["blur_every"], params["blur_sigma"]) == (0.02, 0.1, 0.5, 4, 0.7)
     assert "L1" in params["objective"] and "TV" in params["objective"] and params["precursor"] is False
+    from convscope.optvis.init import unit_generator, unit_initial_images
+
     direct = modern_ascent(shipped_model, obj.channels("Conv2D_2", [3, 9]), 2, steps=20, lr=0.02, l1=0.1, tv=0.5,
-                           blur_every=4, blur_sigma=0.7, generator=torch.Generator().manual_seed(3))
+                           blur_every=4, blur_sigma=0.7, initial=unit_initial_images(3, "Conv2D_2", [3, 9]),
+                           generator=unit_generator(3, "Conv2D_2", "transforms"))
     images = np.load(out / "Conv2D_2_oips.npy")
     assert np.allclose(images, direct.images[:, 0].numpy(), atol=1e-6)
     finals = [r["final_loss"] for r in info["per_map"]]

@@ -112,3 +112,20 @@ def test_class_patterns_are_classified_as_their_class(shipped_model):
     predicted = shipped_model(result.images).argmax(dim=1)
     assert int((predicted == torch.arange(10)).sum()) == 10
     assert float(result.probabilities.min()) > 0.9
+
+
+def test_a_maps_start_and_oip_do_not_depend_on_the_other_maps(shipped_model):
+    from convscope.optvis.init import unit_initial_images
+
+    alone = unit_initial_images(0, "Conv2D_3", [120])
+    batch = unit_initial_images(0, "Conv2D_3", [3, 120, 7, 56])
+    assert torch.equal(alone[0], batch[1])
+    assert not torch.equal(batch[0], batch[1])
+    assert not torch.equal(alone[0], unit_initial_images(1, "Conv2D_3", [120])[0])
+    one = compute_oips(shipped_model, "Conv2D_3", [120], precursor=False, seed=0, steps=40)
+    four = compute_oips(shipped_model, "Conv2D_3", [3, 120, 7, 56], precursor=False, seed=0, steps=40)
+    assert torch.equal(one.initial_images[0], four.initial_images[1])
+    assert torch.allclose(one.images[0], four.images[1], atol=1e-5)
+    assert float(one.ascent.final_loss[0]) == pytest.approx(float(four.ascent.final_loss[1]), rel=1e-5)
+    with_precursor = [compute_oips(shipped_model, "Conv2D_3", maps, seed=0, steps=5, n_candidates=64) for maps in ([120], [9, 120])]
+    assert torch.equal(with_precursor[0].initial_images[0], with_precursor[1].initial_images[1])

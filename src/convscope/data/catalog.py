@@ -136,10 +136,10 @@ def open_dataset(ref: str | os.PathLike, *, data_dir: str | os.PathLike | None =
     if not text:
         raise DatasetError("no dataset given: use mnist, fashion-mnist, or a path to an IDX folder, an image folder or a .npz file")
     key = dataset_key(text)
-    if key in DATASETS and not Path(text).exists():
-        return BuiltinDataset(key, None if data_dir is None else str(data_dir), download)
     path = Path(text).expanduser()
-    if not path.exists():
+    if key in DATASETS and not _exists(path):
+        return BuiltinDataset(key, None if data_dir is None else str(data_dir), download)
+    if not _exists(path):
         known = ", ".join(DATASETS)
         raise DatasetError(
             f"dataset {_short(text)!r} is neither a built-in dataset ({known}) nor an existing path; give an IDX folder, "
@@ -157,6 +157,13 @@ def open_dataset(ref: str | os.PathLike, *, data_dir: str | os.PathLike | None =
         f"{path} holds neither IDX files (train-images-idx3-ubyte …) nor one sub-folder of images per class "
         f"({', '.join(IMAGE_SUFFIXES)}); see `convscope data --help` for the dataset layouts"
     )
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
 
 
 def _short(text: str, limit: int = 120) -> str:

@@ -84,6 +84,10 @@ def _load_split_cached(folder: str, dataset: str, split: str, signature: tuple =
     labels = read_idx(label_path)
     if images.ndim != 3:
         raise IdxError(f"{image_path}: expected a 3-d image array (N, H, W), found shape {images.shape}")
+    from convscope.data.sources import DATASETS
+
+    if dataset in DATASETS and images.shape[1:] != (28, 28):
+        raise IdxError(f"{image_path}: expected 28×28 images, found {images.shape[1]}×{images.shape[2]} ({dataset} images are 28×28)")
     if images.dtype != np.uint8:
         raise IdxError(f"{image_path}: expected uint8 pixels (IDX type 0x08), found {images.dtype}")
     if labels.ndim != 1:

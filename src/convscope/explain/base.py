@@ -160,8 +160,12 @@ class Target:
         return str(self.address)
 
 
-def resolve_target(model: nn.Module, target: TargetLike, n: int, predicted: torch.Tensor | None = None) -> Target:
-    """Turn a user target into a :class:`Target` for a batch of ``n`` inputs.
+def resolve_target(
+    model: nn.Module, target: TargetLike, n: int, predicted: torch.Tensor | None = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> Target:
+    """Turn a user target into a :class:`Target` for a batch of ``n`` inputs of
+    ``input_shape`` ``(C, H, W)`` (default: the model spec's).
 
     Raises:
         AddressError: an address that does not exist, or names a whole layer.
@@ -174,8 +178,8 @@ def resolve_target(model: nn.Module, target: TargetLike, n: int, predicted: torc
     if isinstance(target, (str, LayerAddress)):
         text = str(target)
         if isinstance(target, str) and text.strip().lstrip("-").isdigit():
-            return resolve_target(model, int(text), n)
-        address = resolve_address(model, target)
+            return resolve_target(model, int(text), n, input_shape=input_shape)
+        address = resolve_address(model, target, input_shape)
         if address.map_index is None:
             raise AddressError(
                 f"target {text!r} names a whole layer; pick a map or unit, e.g. '{address.layer}:0' or a class number"
@@ -188,7 +192,8 @@ def resolve_target(model: nn.Module, target: TargetLike, n: int, predicted: torc
         classes = classes.expand(n).clone()
     if classes.numel() != n:
         raise ValueError(f"got {classes.numel()} class targets for {n} inputs; give one class or one per input")
-    n_classes = getattr(model, "num_classes", None)
+    spec = getattr(model, "convscope_spec", None)
+    n_classes = spec.num_classes if spec is not None else None
     if n_classes is not None and (classes.min() < 0 or classes.max() >= n_classes):
         raise ValueError(f"class target must be 0..{n_classes - 1}; got {classes.tolist()}")
     return Target(LayerAddress("logits"), classes)
@@ -251,7 +256,7 @@ class Attribution:
 
     def _target(self, inputs: torch.Tensor, target: TargetLike) -> Target:
         predicted = predicted_classes(self.model, inputs) if target is None else None
-        return resolve_target(self.model, target, inputs.shape[0], predicted)
+        return resolve_target(self.model, target, inputs.shape[0], predicted, tuple(inputs.shape[1:]))
 
     def _layer_for(self, target: Target) -> str:
         return "logits" if target.address.layer in PSEUDO_LAYERS else target.address.layer

@@ -28,9 +28,10 @@ from convscope.device import model_device
 from convscope.models.twin import gradient_twin, input_extent
 from convscope.optvis import objectives as obj
 from convscope.optvis.ascent import ProgressFn, normalise_gradient
-from convscope.optvis.init import random_initial_images
+from convscope.optvis.init import random_initial_images, unit_generator, unit_initial_images
 from convscope.optvis.own_channel import own_channel_objective
 from convscope.probe import optional_probe
+from convscope.spec import spec_of
 
 PARAMETRISATIONS = ("pixel", "fourier")
 OPTIMIZERS = ("normalized", "adam")
@@ -338,12 +339,18 @@ def modern_oips(
     k, m = int(diversity_members), len(maps)
     if k < 1:
         raise ValueError(f"diversity_members must be >= 1; got {k}")
-    generator = torch.Generator().manual_seed(int(seed))
+    # starts depend on (seed, layer, map[, member]) only; transforms share one generator
+    generator = unit_generator(seed, layer_name, "transforms")
     chosen, initial = None, None
+    spec = spec_of(model)
     if k == 1 and precursor:
-        chosen = precursor_starts(model, layer_name, maps, n_candidates=n_candidates, generator=generator,
+        chosen = precursor_starts(model, layer_name, maps, n_candidates=n_candidates,
+                                  generator=unit_generator(seed, layer_name, "candidates"),
                                   dataset_images=dataset_images, epsilon=epsilon)
         initial = chosen.images
+    elif options.get("parametrisation", "pixel") == "pixel":
+        units = [m_ if k == 1 else f"{m_}#{j}" for m_ in maps.tolist() for j in range(k)]
+        initial = unit_initial_images(seed, layer_name, units, size=spec.size, channels=spec.channels)
     groups = torch.arange(m).repeat_interleave(k)
     members = maps.repeat_interleave(k)
     compared = diversity_layer(model, layer_name) if k > 1 else None

@@ -21,7 +21,8 @@ from convscope.address import AddressError, layer_output_shapes, resolve_address
 from convscope.device import model_device
 from convscope.optvis import objectives as obj
 from convscope.optvis.ascent import AscentResult, ProgressFn, reference_ascent
-from convscope.optvis.init import REFERENCE_SCALES, REFERENCE_WEIGHTS, random_initial_images
+from convscope.optvis.init import REFERENCE_WEIGHTS, unit_generator, unit_initial_images
+from convscope.spec import spec_of
 from convscope.optvis.precursor import PrecursorResult, precursor_starts
 
 
@@ -110,7 +111,7 @@ def compute_oips(
     n_candidates: int = 512,
     dataset_images: torch.Tensor | None = None,
     preactivation_steps: int = 300,
-    scales: Sequence[int] = REFERENCE_SCALES,
+    scales: Sequence[int] | None = None,
     weights: Sequence[float] = REFERENCE_WEIGHTS,
     chunk_size: int = 512,
     n_report_steps: int = 8,
@@ -122,11 +123,13 @@ def compute_oips(
         model: the network.
         layer: ``"Conv2D_3"`` (or ``"Conv2D_3:120"`` for one map).
         map_indices: maps to optimise; ``None`` = all of the layer.
-        seed: seeds the ``torch.Generator`` for all random images.
+        seed: with the layer and the map, seeds every random image: a map's start
+            depends on ``(seed, layer, map)`` only, not on the other maps requested.
         steps, epsilon, criterion, early_stop: the reference ascent (see
             :func:`~convscope.optvis.ascent.reference_ascent`).
         precursor: choose starts with :func:`~convscope.optvis.precursor.precursor_starts`;
-            ``False`` = the reference: one random start per map with ``scales``/``weights``.
+            ``False`` = the reference: one random start per map with ``scales``/``weights``
+            (``scales`` default: the reference's 3, 7, 14, 28 scaled to the input size).
         n_candidates, dataset_images, preactivation_steps: precursor options.
         chunk_size: at most this many maps per batch (bounds memory).
         progress: ``progress(step, steps, active)`` (per chunk).
@@ -135,17 +138,18 @@ def compute_oips(
         :class:`LayerOIPs`.
     """
     layer_name, maps = validate_maps(model, layer, map_indices)
-    generator = torch.Generator().manual_seed(int(seed))
+    spec = spec_of(model)
     device = model_device(model)
     if precursor:
         chosen = precursor_starts(
-            model, layer_name, maps, n_candidates=n_candidates, generator=generator,
+            model, layer_name, maps, n_candidates=n_candidates, generator=unit_generator(seed, layer_name, "candidates"),
             dataset_images=dataset_images, preactivation_steps=preactivation_steps, epsilon=epsilon,
         )
         initial = chosen.images
     else:
         chosen = None
-        initial = random_initial_images(len(maps), scales=scales, weights=weights, generator=generator)
+        initial = unit_initial_images(seed, layer_name, maps, scales=scales, weights=weights, size=spec.size,
+                                      channels=spec.channels)
     results = []
     for start in range(0, len(maps), chunk_size):
         chunk_maps = maps[start : start + chunk_size]
@@ -161,7 +165,7 @@ def compute_oips(
     if chosen is not None:
         ascent.params["precursor_params"] = chosen.params
     else:
-        ascent.params.update({"scales": list(scales), "weights": list(weights)})
+        ascent.params.update({"scales": None if scales is None else list(scales), "weights": list(weights)})
     return LayerOIPs(layer=layer_name, map_indices=maps, initial_images=initial, ascent=ascent, precursor=chosen, seed=seed)
 
 

@@ -27,8 +27,9 @@ from convscope.device import model_device
 from convscope.models.twin import gradient_twin
 from convscope.optvis import objectives as obj
 from convscope.optvis.ascent import AscentResult, ProgressFn, normalise_gradient, reference_ascent
-from convscope.optvis.init import random_fluctuations, random_initial_images, upscale
+from convscope.optvis.init import random_fluctuations, random_initial_images, unit_generator, unit_initial_images, upscale
 from convscope.probe import Probe
+from convscope.spec import model_output, spec_of
 
 DEFAULT_RESOLUTIONS: tuple[int, ...] = (7, 14, 28, 28)
 DEFAULT_STAGE_STEPS: tuple[int, ...] = (20, 40, 80, 400)
@@ -178,14 +179,16 @@ def class_patterns(
     Returns:
         :class:`ClassPatterns` with one image per class, in ``classes`` order.
     """
-    n_classes = getattr(model, "num_classes", 10)
+    spec = spec_of(model)
+    n_classes = spec.num_classes
     chosen = list(range(n_classes)) if classes is None else [int(c) for c in classes]
     bad = [c for c in chosen if not 0 <= c < n_classes]
     if bad:
         raise ValueError(f"the model has {n_classes} classes (0..{n_classes - 1}); got {bad}")
-    generator = torch.Generator().manual_seed(int(seed))
+    # each class's start depends on (seed, class) only; the jitter is shared by the batch
+    generator = unit_generator(seed, "logits", "jitter")
     device = model_device(model)
-    start = random_initial_images(len(chosen), generator=generator).to(device)
+    start = unit_initial_images(seed, "logits", chosen, size=spec.size, channels=spec.channels).to(device)
     objective = obj.class_logits(chosen)
     results = []
     for _ in range(max(1, passes)):
@@ -195,7 +198,7 @@ def class_patterns(
         results.append(result)
         start = result.images.to(device)
     with torch.no_grad():
-        logits = model(results[-1].images.to(device)).float().cpu()
+        logits = model_output(model(results[-1].images.to(device))).float().cpu()
     index = torch.arange(len(chosen))
     own = logits[index, torch.tensor(chosen)]
     probabilities = torch.softmax(logits, dim=1)[index, torch.tensor(chosen)]

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from convscope.render.figure import new_subplots
 from convscope.training.loop import EpochRecord
 
 
 def training_curves_figure(history: Sequence[EpochRecord], lr_history: Sequence[float], title: str = "") -> Figure:
     """Three panels: train/test loss, train/test accuracy (per epoch), LR per step."""
     epochs = [record.epoch for record in history]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
+    fig, axes = new_subplots(1, 3, figsize=(13, 3.6), layout="constrained")
     ax = axes[0]
     ax.plot(epochs, [r.train_loss for r in history], "o-", label="train")
     ax.plot(epochs, [r.test_loss for r in history], "s-", label="test (validation)")

@@ -25,7 +25,6 @@ from convscope.models import build_model, load_model
 from convscope.render.training import training_curves_figure
 from convscope.training import (
     EpochRecord,
-    Recipe,
     TrainingDiverged,
     TrainState,
     evaluate_split,
@@ -175,6 +174,23 @@ def test_divergence_stops_before_the_bad_step_and_keeps_no_epoch_of_it(train_spl
     assert len(state.lr_history) == 4  # epoch 2's entries were taken back
 
 
+def test_weights_broken_by_the_last_step_are_caught_at_the_epoch_end(train_split, test_split):
+    recipe = get_recipe("fast").with_overrides(epochs=2, batch_size=100)
+    model = build_model("seed_cnn")
+    init_weights(model, "keras", 0)
+    called = []
+
+    def poison_after_last_step(batch_index: int, batches: int, loss: float) -> None:
+        if batch_index == batches - 1:  # no later step of this epoch would see a bad loss
+            with torch.no_grad():
+                model.Dense_1.linear.bias[3] = float("inf")
+
+    with pytest.raises(TrainingDiverged, match="weights became non-finite") as info:
+        train(model, train_split, _few(test_split), recipe, seed=0, on_batch=poison_after_last_step,
+              on_epoch_end=lambda *args: called.append(1), train_limit=200)
+    assert info.value.epoch == 1 and info.value.batch is None and called == []
+
+
 def test_cli_divergence_keeps_the_last_good_checkpoint(tmp_path, small_mnist, monkeypatch):
     import convscope.training.loop as loop
 
@@ -256,26 +272,32 @@ def test_cli_unwritable_checkpoint_folder_is_a_clear_error(tmp_path, small_mnist
 
 
 # ----------------------------------------------------------------------------- CLI flags
+def _tiny(tmp_path: Path, data_dir: Path) -> list[str]:
+    """Options that keep a run short should a refusal under test ever let it start."""
+    return ["--epochs", "1", "--train-limit", "10", "--data-dir", str(data_dir), "--out", str(tmp_path / "run")]
+
+
 @pytest.mark.parametrize("flag", ["--lr", "--momentum", "--rho", "--decay", "--warmup", "--step-gamma", "--l2",
                                   "--label-smoothing", "--val-split"])
 @pytest.mark.parametrize("value", ["nan", "inf", "-1"])
-def test_float_flags_refuse_non_finite_and_negative(flag, value):
-    result = CliRunner().invoke(train_command, [flag, value])
+def test_float_flags_refuse_non_finite_and_negative(flag, value, tmp_path, small_mnist):
+    result = CliRunner().invoke(train_command, [*_tiny(tmp_path, small_mnist), flag, value])
     assert result.exit_code == 2, result.output
     assert f"'{flag}'" in result.output
 
 
 @pytest.mark.parametrize("flag", ["--epochs", "--batch-size", "--shift-pixels", "--step-epochs", "--seed",
                                   "--train-limit"])
-def test_integer_flags_refuse_negative(flag):
-    result = CliRunner().invoke(train_command, [flag, "-1"])
+def test_integer_flags_refuse_negative(flag, tmp_path, small_mnist):
+    result = CliRunner().invoke(train_command, [*_tiny(tmp_path, small_mnist), flag, "-1"])
     assert result.exit_code == 2 and f"'{flag}'" in result.output
 
 
-def test_flags_the_optimizer_or_schedule_would_ignore_are_refused():
-    result = CliRunner().invoke(train_command, ["--momentum", "0.9", "--optimizer", "adam"])
+def test_flags_the_optimizer_or_schedule_would_ignore_are_refused(tmp_path, small_mnist):
+    tiny = _tiny(tmp_path, small_mnist)
+    result = CliRunner().invoke(train_command, [*tiny, "--momentum", "0.9", "--optimizer", "adam"])
     assert result.exit_code == 2 and "--momentum applies to the rmsprop and sgd" in result.output
-    result = CliRunner().invoke(train_command, ["--decay", "0.01"])  # fast recipe: one_cycle
+    result = CliRunner().invoke(train_command, [*tiny, "--decay", "0.01"])  # fast recipe: one_cycle
     assert result.exit_code == 2 and "--decay applies to the inverse_time schedule" in result.output
 
 
@@ -396,6 +418,15 @@ def test_curves_figure_shows_epoch_1_labels_the_held_out_set_and_smoothing():
     assert "smoothing" not in plain.axes[0].get_ylabel()
     legend = [t.get_text() for t in plain.axes[1].get_legend().get_texts()]
     assert legend == ["train", "validation split 20 %", "best 95.00 % (epoch 1)", "test, after training: 97.00 %"]
+
+
+def test_curves_options_read_from_old_and_new_history_files():
+    from convscope.render.training import curves_options
+
+    old = {"recipe": {"name": "fast", "label_smoothing": 0.05}, "test_accuracy": 0.99}  # before --val-split existed
+    assert curves_options(old) == {"label_smoothing": 0.05, "validation": "test", "test_accuracy": None}
+    new = {"recipe": {"label_smoothing": 0.0}, "validation": "validation split 20 %", "test_accuracy": 0.98}
+    assert curves_options(new) == {"label_smoothing": 0.0, "validation": "validation split 20 %", "test_accuracy": 0.98}
 
 
 def test_epoch_plot_draws_quietly_without_a_notebook(train_split, test_split, tmp_path, capsys):

@@ -324,7 +324,7 @@ def train(
     labels = torch.as_tensor(np.array(raw_labels), dtype=torch.long)
     n = len(labels)
     if n == 0:
-        raise ValueError("no training images (check --train-limit)")
+        raise ValueError(f"no training images (train_limit={train_limit})")
     steps_per_epoch = math.ceil(n / recipe.batch_size)
     total_steps = steps_per_epoch * recipe.epochs
     optimizer = make_optimizer(model, recipe)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,15 +87,25 @@ def save_npy(path: str | os.PathLike, array: Any) -> Path:
 
 
 def save_figure(path: str | os.PathLike, figure: Any, *, dpi: int = 150) -> Path:
-    """Save a matplotlib Figure atomically (format from the suffix) and close it."""
-    import matplotlib.pyplot as plt
+    """Save a matplotlib Figure atomically (format from the suffix) and close it.
 
+    Works for figures built without pyplot (all of convscope's) and for pyplot
+    figures; pyplot is never imported here, so the backend stays as it was.
+    """
     path = Path(path)
     fmt = path.suffix.lstrip(".") or "png"
     with atomic_open(path, "wb") as handle:
         figure.savefig(handle, format=fmt, dpi=dpi, bbox_inches="tight")
-    plt.close(figure)
+    close_figure(figure)
     return path
+
+
+def close_figure(figure: Any) -> None:
+    """Drop ``figure`` from pyplot's figure list if pyplot holds it (no-op otherwise,
+    and pyplot is not imported: a figure outside pyplot is freed like any object)."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close(figure)
 
 
 def save_image(path: str | os.PathLike, image: Any) -> Path:

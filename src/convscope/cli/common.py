@@ -4,6 +4,7 @@ report that touches the disk)."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,17 @@ import click
 from convscope.io import to_json
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan`` and ``±inf`` (which the plain
+    range lets through: every comparison with nan is false)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
 
 
 def model_option(func: F) -> F:
@@ -96,6 +108,6 @@ def echo_err(message: str) -> None:
 
 
 __all__ = [
-    "data_dir_option", "device_option", "echo_err", "emit_json", "fail", "json", "json_option",
+    "FiniteFloatRange", "data_dir_option", "device_option", "echo_err", "emit_json", "fail", "json", "json_option",
     "load_model_or_fail", "model_option", "out_option", "sys",
 ]

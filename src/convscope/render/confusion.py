@@ -4,15 +4,12 @@ in a big one), class names on both axes, per-class accuracy beside each row."""
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from convscope.render.figure import new_subplots
 
 
 def _percent(value: float, _pos: int | None = None) -> str:
@@ -42,7 +39,7 @@ def confusion_figure(evaluation, *, title: str | None = None, cmap: str = "Blues
 
     long_names = max((len(name) for name in names), default=1) > 3
     size = 0.62 * n + 2.6
-    fig, ax = plt.subplots(figsize=(size + 1.2, size), layout="constrained")
+    fig, ax = new_subplots(figsize=(size + 1.2, size), layout="constrained")
 
     off = np.where(np.eye(n, dtype=bool), np.nan, fraction)
     off = np.where(off > 0, off, np.nan)

@@ -1,15 +1,13 @@
 """Drawing dreams (no model is run here): the reference's carving panels and a
-before/after figure for DeepDreams. Returns matplotlib Figures (Agg backend)."""
+before/after figure for DeepDreams. Returns matplotlib Figures (built without pyplot)."""
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from convscope.render.figure import new_figure
 
 
 def _array(image) -> np.ndarray:
@@ -44,7 +42,7 @@ def carve_panels(result, photo=None, *, title: str | None = None) -> Figure:
     and the final image with the detail re-added and its value distribution stretched.
     """
     panels = 4 + (photo is not None)
-    figure = Figure(figsize=(2.6 * panels, 3.1), layout="constrained")
+    figure = new_figure(figsize=(2.6 * panels, 3.1), layout="constrained")
     axes = figure.subplots(1, panels)
     index = 0
     if photo is not None:
@@ -66,7 +64,7 @@ def dream_comparison(photo, dreamed, *, title: str = "", labels: tuple[str, str]
     """Photo and dream side by side (uint8 ``(H, W)`` or ``(H, W, 3)`` each)."""
     first, second = _array(photo), _array(dreamed)
     height, width = first.shape[:2]
-    figure = Figure(figsize=(2 * 4.0 * width / max(height, width) + 0.4, 4.3), layout="constrained")
+    figure = new_figure(figsize=(2 * 4.0 * width / max(height, width) + 0.4, 4.3), layout="constrained")
     axes = figure.subplots(1, 2)
     for axis, image, label in zip(axes, (first, second), labels):
         _show(axis, image, label, cmap=None if image.ndim == 3 else "gray", vmin=0, vmax=255)
@@ -77,7 +75,7 @@ def dream_comparison(photo, dreamed, *, title: str = "", labels: tuple[str, str]
 
 def dream_values(values, octave_steps: int, *, title: str = "objective per step") -> Figure:
     """The objective after every step, with the octave boundaries marked."""
-    figure = Figure(figsize=(5, 3), layout="constrained")
+    figure = new_figure(figsize=(5, 3), layout="constrained")
     axis = figure.subplots()
     data = _array(values) if len(values) else np.zeros(0)
     axis.plot(np.arange(1, len(data) + 1), data, lw=1.2)
@@ -94,7 +92,7 @@ def image_row(images, labels, *, title: str = "", height_inches: float = 3.2) ->
     """Several photos/dreams in one row with a label each (uint8 ``(H, W)`` / ``(H, W, 3)``)."""
     arrays = [_array(image) for image in images]
     widths = [a.shape[1] / a.shape[0] for a in arrays]
-    figure = Figure(figsize=(height_inches * sum(widths) + 0.2, height_inches + 0.45), layout="constrained")
+    figure = new_figure(figsize=(height_inches * sum(widths) + 0.2, height_inches + 0.45), layout="constrained")
     axes = figure.subplots(1, len(arrays), width_ratios=widths, squeeze=False)[0]
     for axis, array, label in zip(axes, arrays, labels):
         _show(axis, array, label, cmap=None if array.ndim == 3 else "gray", vmin=0, vmax=255)

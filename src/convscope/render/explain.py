@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib import colors
+from matplotlib import colormaps, colors
 from matplotlib.figure import Figure
+
+from convscope.render.figure import new_figure, new_subplots
 
 SIGNED_CMAP = "RdBu_r"
 UNSIGNED_CMAP = "inferno"
@@ -63,7 +64,7 @@ def _show_map(ax, values: np.ndarray, signed: bool, vmin: float, vmax: float, ti
 def overlay_rgba(values: np.ndarray, signed: bool, vmin: float, vmax: float, max_alpha: float = 0.85) -> np.ndarray:
     """RGBA heatmap whose opacity grows with ``|value|`` (so the digit shows where
     the attribution is weak)."""
-    cmap = plt.get_cmap(SIGNED_CMAP if signed else UNSIGNED_CMAP)
+    cmap = colormaps.get_cmap(SIGNED_CMAP if signed else UNSIGNED_CMAP)
     norm = colors.Normalize(vmin=vmin, vmax=vmax)
     rgba = cmap(norm(values))
     reach = max(abs(vmin), abs(vmax)) or 1.0
@@ -100,7 +101,7 @@ def explanation_figure(
     """
     img, values = _as_image(image), _as_map(attribution)
     vmin, vmax = _scale([values], signed)
-    fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.6), layout="constrained")
+    fig, axes = new_subplots(1, 3, figsize=(9.6, 3.6), layout="constrained")
     _show_input(axes[0], img, image_title)
     artist = _show_map(axes[1], values, signed, vmin, vmax, method_title)
     fig.colorbar(artist, ax=axes[1], fraction=0.046, pad=0.04,
@@ -135,7 +136,7 @@ def all_classes_figure(
     maps = [_as_map(a) for a in attributions]
     vmin, vmax = _scale(maps, signed)
     predicted = int(np.argmax(probabilities)) if probabilities is not None else None
-    fig = plt.figure(figsize=(13.5, 3.4), layout="constrained")
+    fig = new_figure(figsize=(13.5, 3.4), layout="constrained")
     grid = fig.add_gridspec(2, 7, width_ratios=[1.6, 1, 1, 1, 1, 1, 0.08])
     _show_input(fig.add_subplot(grid[:, 0]), img, image_title)
     artist = None
@@ -172,7 +173,7 @@ def methods_figure(
     bottom row the overlay."""
     img = _as_image(image)
     n = len(maps)
-    fig, axes = plt.subplots(2, n + 1, figsize=(2.3 * (n + 1), 4.9), layout="constrained", squeeze=False)
+    fig, axes = new_subplots(2, n + 1, figsize=(2.3 * (n + 1), 4.9), layout="constrained", squeeze=False)
     _show_input(axes[0, 0], img, image_title)
     axes[1, 0].axis("off")
     for i, (title, (values, signed)) in enumerate(maps.items(), start=1):
@@ -198,7 +199,7 @@ def sanity_figure(result, *, image=None, image_index: int = 0, image_title: str 
     stages = result.stages
     labels = ["trained"] + [f"+{name}" for name in stages[1:]]
     methods = result.methods
-    fig = plt.figure(figsize=(max(10.0, 1.45 * (len(stages) + 1)), 3.6 + 1.45 * len(methods)), layout="constrained")
+    fig = new_figure(figsize=(max(10.0, 1.45 * (len(stages) + 1)), 3.6 + 1.45 * len(methods)), layout="constrained")
     outer = fig.add_gridspec(2, 1, height_ratios=[3.2, 1.45 * len(methods)])
     top = outer[0].subgridspec(1, 2)
     x = np.arange(len(stages))

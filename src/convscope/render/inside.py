@@ -2,7 +2,7 @@
 probability bars, class-pattern comparisons, top-k galleries and mistakes.
 
 Renderers only draw: they take arrays / result dataclasses and return matplotlib
-Figures (Agg backend, never shown, never saved here). 28×28 images are drawn
+Figures (built without pyplot, never shown, never saved here). 28×28 images are drawn
 pixelated (``interpolation="nearest"``).
 """
 
@@ -11,16 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib import colormaps
+from matplotlib import colors as mcolors
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib import colors as mcolors  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+from convscope.render.figure import new_figure, new_subplots
 
 #: Colormaps offered for activation grids (the reference's plus gray).
 COLORMAPS = ("viridis", "magma", "inferno", "jet", "gray", "binary")
@@ -143,7 +141,7 @@ def draw_activation_grid(
             vmax = vmin + 1.0
     per_row = max(1, min(per_row, count))
     rows = math.ceil(count / per_row)
-    colormap = plt.get_cmap(cmap).with_extremes(bad="#d9d9d9")
+    colormap = colormaps.get_cmap(cmap).with_extremes(bad="#d9d9d9")
     image = ax.imshow(mosaic(maps, per_row), cmap=colormap, vmin=vmin, vmax=vmax, interpolation="nearest",
                       aspect="equal")
     lw = 0.5 if max(height, width) > 1 else 0.3
@@ -219,7 +217,7 @@ def activation_grid_figure(
     grid_w = 6.4 if not dense else min(6.4, 0.45 * per_row + 1)
     grid_h = max(2.2, min(14.0, grid_w * grid_aspect))
     side = 2.4 if image is not None else 0.0
-    fig = plt.figure(figsize=(grid_w + side + 1.2, grid_h + 1.1), layout="constrained")
+    fig = new_figure(figsize=(grid_w + side + 1.2, grid_h + 1.1), layout="constrained")
     if image is not None:
         gs = fig.add_gridspec(2 if original is not None else 1, 2, width_ratios=[side, grid_w + 1.0])
         if original is not None:
@@ -272,7 +270,7 @@ def kernel_grid_figure(bank, *, cmap: str = "RdBu_r", per_row: int = 8, title: s
         maps = weights[:, 0]
         per_row = max(1, min(per_row, out_ch))
         rows = math.ceil(out_ch / per_row)
-        fig, ax = plt.subplots(figsize=(1.0 + 0.75 * per_row, 0.9 + 0.75 * rows), layout="constrained")
+        fig, ax = new_subplots(figsize=(1.0 + 0.75 * per_row, 0.9 + 0.75 * rows), layout="constrained")
         shown = ax.imshow(mosaic(maps, per_row), cmap=cmap, norm=norm, interpolation="nearest")
         _grid_lines(ax, rows, per_row, kh, kw, color="#555555", lw=0.8)
         _grid_ticks(ax, out_ch, per_row, kh, kw, fontsize=8)
@@ -281,7 +279,7 @@ def kernel_grid_figure(bank, *, cmap: str = "RdBu_r", per_row: int = 8, title: s
         canvas = weights.transpose(0, 2, 1, 3).reshape(out_ch * kh, in_ch * kw)
         width_in = min(16.0, 1.5 + in_ch * kw * 0.045)
         height_in = min(30.0, 1.0 + out_ch * kh * 0.045)
-        fig, ax = plt.subplots(figsize=(width_in + 1.0, height_in), layout="constrained")
+        fig, ax = new_subplots(figsize=(width_in + 1.0, height_in), layout="constrained")
         shown = ax.imshow(canvas, cmap=cmap, norm=norm, interpolation="nearest")
         _grid_lines(ax, out_ch, in_ch, kh, kw, color="#8c8c8c", lw=0.35)
         ystep, xstep = (8 if out_ch > 16 else 1), (8 if in_ch > 16 else 1)
@@ -331,7 +329,7 @@ def probability_figure(
     probs = _np(probabilities)
     predicted = int(probs.argmax())
     columns = 1 + (image is not None) + (original is not None)
-    fig = plt.figure(figsize=(2.6 * (columns - 1) + 4.4, 3.4), layout="constrained")
+    fig = new_figure(figsize=(2.6 * (columns - 1) + 4.4, 3.4), layout="constrained")
     gs = fig.add_gridspec(1, columns, width_ratios=[1.0] * (columns - 1) + [1.8])
     col = 0
     if original is not None:
@@ -392,7 +390,7 @@ def class_rows_figure(
         grid_rows = math.ceil(count / pr)
         ratios.append(min(3.2, max(1.0, (pr * width) / (grid_rows * height))))
     ratios.append(1.5)
-    fig = plt.figure(figsize=(2.2 * sum(ratios) + 1.0, 1.95 * len(rows) + 1.2), layout="constrained")
+    fig = new_figure(figsize=(2.2 * sum(ratios) + 1.0, 1.95 * len(rows) + 1.2), layout="constrained")
     gs = fig.add_gridspec(len(rows), len(ratios), width_ratios=ratios)
     shown_per_layer = {}
     for r, row in enumerate(rows):
@@ -433,7 +431,7 @@ def separation_figure(separations: Sequence, *, top: int = 10, cmap: str = "viri
         separations: :class:`convscope.inside.class_patterns.Separation` objects.
     """
     names = class_names
-    fig = plt.figure(figsize=(13.5, 3.3 * len(separations) + 0.8), layout="constrained")
+    fig = new_figure(figsize=(13.5, 3.3 * len(separations) + 0.8), layout="constrained")
     gs = fig.add_gridspec(len(separations), 3)
     for r, sep in enumerate(separations):
         a_name = names[sep.class_a] if names else str(sep.class_a)
@@ -508,7 +506,7 @@ def topk_gallery_figure(
     canvas = np.full((block_rows * (block_h + pad_y), per_row * (block_w + pad_x)), np.nan)
     fig_w = min(18.0, 1.0 + per_row * block_w / 48)
     fig_h = 1.0 + block_rows * (block_h + pad_y) / (per_row * (block_w + pad_x)) * (fig_w - 1.0)
-    fig, ax = plt.subplots(figsize=(fig_w, fig_h), layout="constrained")
+    fig, ax = new_subplots(figsize=(fig_w, fig_h), layout="constrained")
     rects = []
     for slot, map_index in enumerate(maps):
         br, bc = divmod(slot, per_row)
@@ -530,7 +528,7 @@ def topk_gallery_figure(
                     rects.append((left + l - 0.5, top + t - 0.5, rr - l, b - t))
         ax.text(x0 + block_w / 2, y0 - 2, f"map {map_index}  max {float(topk.values[map_index, 0]):.2f}",
                 ha="center", va="bottom", fontsize=6.5)
-    colormap = plt.get_cmap("gray").with_extremes(bad="white")
+    colormap = colormaps.get_cmap("gray").with_extremes(bad="white")
     ax.imshow(canvas, cmap=colormap, vmin=0, vmax=255, interpolation="nearest")
     for x, y, w, h in rects:
         ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="#ff9f1c", lw=0.7))
@@ -556,13 +554,13 @@ def mistakes_figure(
     n = len(mistakes.indices)
     names = list(class_names or [str(i) for i in range(10)])
     if n == 0:
-        fig, ax = plt.subplots(figsize=(5, 1.5))
+        fig, ax = new_subplots(figsize=(5, 1.5))
         ax.set_axis_off()
         ax.text(0.5, 0.5, "no misclassified images match", ha="center", va="center", fontsize=11)
         return fig
     per_row = max(1, min(per_row, n))
     rows = math.ceil(n / per_row)
-    fig, axes = plt.subplots(rows, per_row, figsize=(1.25 * per_row + 0.3, 1.55 * rows + 0.7), squeeze=False,
+    fig, axes = new_subplots(rows, per_row, figsize=(1.25 * per_row + 0.3, 1.55 * rows + 0.7), squeeze=False,
                              layout="constrained")
     for slot, ax in enumerate(axes.flat):
         if slot >= n:

@@ -3,7 +3,7 @@ strip of snapshots, loss curves, per-layer galleries with dead maps marked, the
 2×5 class grid and strategy comparisons.
 
 Renderers only draw: they take tensors / arrays and return matplotlib Figures
-(Agg backend, never shown or saved here). 28×28 images use
+(built without pyplot, never shown or saved here). 28×28 images use
 ``interpolation="nearest"`` so the pixels stay visible.
 """
 
@@ -12,16 +12,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from convscope.render.inside import _np  # noqa: E402  (tensor/array → float64 ndarray)
+from convscope.render.figure import new_figure, new_subplots
+from convscope.render.inside import _np  # tensor/array → float64 ndarray
 
 DEAD_COLOR = "#ff3b30"
 
@@ -53,7 +50,7 @@ def oip_views(image, *, title: str = "", subtitle: str = "") -> Figure:
         subtitle: e.g. the final loss.
     """
     array = _image(image)
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.8), layout="constrained")
+    fig, axes = new_subplots(1, 3, figsize=(10.5, 3.8), layout="constrained")
     views = [
         ("viridis", array, "viridis", "value (std units)"),
         ("gray", array, "gray", "value (std units)"),
@@ -80,7 +77,7 @@ def evolution_strip(snapshots, steps: Sequence[int], losses=None, *, title: str 
     frames = _np(snapshots)
     n = frames.shape[0]
     history = None if losses is None else _np(losses)
-    fig, axes = plt.subplots(1, n, figsize=(1.45 * n + 0.6, 2.3), layout="constrained")
+    fig, axes = new_subplots(1, n, figsize=(1.45 * n + 0.6, 2.3), layout="constrained")
     axes = np.atleast_1d(axes)
     for ax, frame, step in zip(axes, frames, steps):
         ax.imshow(_image(frame), cmap=cmap, interpolation="nearest")
@@ -107,7 +104,7 @@ def loss_curve(
     """
     history = _np(losses)
     x = np.arange(len(history)) if steps is None else np.asarray(list(steps))
-    fig, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
+    fig, ax = new_subplots(figsize=(6, 3.6), layout="constrained")
     ax.plot(x, history, color="#1f77b4", lw=1.6, label="loss")
     for step in snapshot_steps:
         hit = np.flatnonzero(x == step)
@@ -131,7 +128,7 @@ def layer_loss_curves(
     median in bold; ``steps``: the ``T`` step numbers if not ``0..T-1``."""
     history = _np(losses)
     x = np.arange(history.shape[0]) if steps is None else np.asarray(list(steps))
-    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    fig, ax = new_subplots(figsize=(7, 4), layout="constrained")
     ax.plot(x, history, color="#1f77b4", alpha=0.15, lw=0.7)
     ax.plot(x, np.median(history, axis=1), color="k", lw=2, label="median over maps")
     maps = list(map_indices)
@@ -178,14 +175,14 @@ def layer_gallery(
     gap_x, gap_y = max(2, w // 8), max(6, h // 3)  # room between cells and for the labels
     cell_w, cell_h = w + gap_x, h + gap_y
     mosaic = np.ones((rows * cell_h, per_row * cell_w - gap_x, 4))
-    colormap = plt.get_cmap(cmap)
+    colormap = colormaps.get_cmap(cmap)
     for i in range(n):
         frame = frames[i]
         lo, hi = float(frame.min()), float(frame.max())
         scaled = (frame - lo) / (hi - lo) if hi > lo else np.zeros_like(frame)
         top, left = (i // per_row) * cell_h + gap_y, (i % per_row) * cell_w
         mosaic[top : top + h, left : left + w] = colormap(scaled)
-    fig, ax = plt.subplots(figsize=(per_row * 0.95, rows * 1.1 + 0.5))
+    fig, ax = new_subplots(figsize=(per_row * 0.95, rows * 1.1 + 0.5))
     ax.imshow(mosaic, interpolation="nearest")
     ax.axis("off")
     for i in range(n):
@@ -229,7 +226,7 @@ def diversity_gallery(
     sims = None if similarity is None else _np(similarity).reshape(m)
     bands = math.ceil(m / maps_per_band)
     rows = math.ceil(m / bands)
-    fig = plt.figure(figsize=(max(5.0, bands * (k * 0.95 + 0.8)), rows * 1.1 + 0.9), layout="constrained")
+    fig = new_figure(figsize=(max(5.0, bands * (k * 0.95 + 0.8)), rows * 1.1 + 0.9), layout="constrained")
     for band, sub in enumerate(np.atleast_1d(fig.subfigures(1, bands))):
         axes = sub.subplots(rows, k, squeeze=False)
         for row in range(rows):
@@ -262,7 +259,7 @@ def class_grid(images, classes: Sequence[int], probabilities=None, logits=None, 
     n = frames.shape[0]
     cols = min(5, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.0, rows * 2.3 + 0.4), squeeze=False, layout="constrained")
+    fig, axes = new_subplots(rows, cols, figsize=(cols * 2.0, rows * 2.3 + 0.4), squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     probs = None if probabilities is None else _np(probabilities)
@@ -283,7 +280,7 @@ def class_grid(images, classes: Sequence[int], probabilities=None, logits=None, 
 def strategy_comparison(loss_a, loss_b, *, label_a: str = "strategy 0", label_b: str = "strategy 1", title: str = "") -> Figure:
     """Scatter of per-map final activation, strategy A vs B, with the diagonal."""
     a, b = _np(loss_a), _np(loss_b)
-    fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
+    fig, ax = new_subplots(figsize=(5, 5), layout="constrained")
     top = max(float(a.max(initial=0)), float(b.max(initial=0))) * 1.05 + 1e-9
     ax.plot([0, top], [0, top], color="#888", lw=1, ls="--", label="equal")
     ax.scatter(a, b, s=12, alpha=0.7)

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from convscope.io import close_figure
+
 #: Receptive-field outline colour (the same orange as the look-inside renderer).
 FIELD_COLOUR = (255, 159, 28)
 #: Background of gaps between tiles.
@@ -208,11 +210,9 @@ def jpeg_bytes(image: np.ndarray, quality: int = 88) -> bytes:
 
 def figure_png(figure, dpi: int = 110) -> bytes:
     """Render a matplotlib Figure to PNG bytes and close it."""
-    import matplotlib.pyplot as plt
-
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(figure)
+    close_figure(figure)
     return buffer.getvalue()
 
 

@@ -197,16 +197,18 @@ def stage_training(ctx: Context, history: dict | None, source: str) -> StageOutp
     out = StageOutput(meta={"history_source": source})
     if history is None:
         return out
-    from convscope.render.training import training_curves_figure
+    from convscope.render.training import curves_options, training_curves_figure
     from convscope.training.loop import EpochRecord
 
     fields = set(EpochRecord.__dataclass_fields__)
     try:
         records = [EpochRecord(**{k: v for k, v in e.items() if k in fields}) for e in history["epochs"]]
-        out.images["curves"] = img.figure_png(training_curves_figure(records, history.get("lr_history", []), ""), dpi=90)
+        out.images["curves"] = img.figure_png(
+            training_curves_figure(records, history.get("lr_history", []), "", **curves_options(history)), dpi=90
+        )
         out.meta["history"] = {
             "epochs": len(records),
-            "final_test_accuracy": records[-1].test_accuracy,
+            "final_test_accuracy": history.get("test_accuracy", records[-1].test_accuracy),
             "final_train_accuracy": records[-1].train_accuracy,
             "train_seconds": history.get("train_seconds"),
         }

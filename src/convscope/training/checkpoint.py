@@ -31,6 +31,11 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, inconsistent or does not fit the model."""
 
 
+class CheckpointWriteError(RuntimeError):
+    """The checkpoint could not be written (unwritable folder, full disk, ...);
+    the previous checkpoint, if any, is still intact."""
+
+
 def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
@@ -58,14 +63,20 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
 def save_checkpoint(
     folder: Path, model: torch.nn.Module, state: TrainState, *, recipe: Recipe, seed: int, extra: dict[str, Any]
 ) -> Path:
-    """Write the checkpoint for ``state.epochs_done`` into ``folder``; returns the JSON path."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write the checkpoint for ``state.epochs_done`` into ``folder``; returns the JSON path.
+
+    Raises:
+        CheckpointWriteError: the folder or a file could not be written, or the
+            weights are not finite; the previous checkpoint (if any) is left as it was.
+    """
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # never let a diverged model replace the last good checkpoint
+        raise CheckpointWriteError(f"refusing to checkpoint epoch {state.epochs_done}: non-finite weights in {', '.join(bad)}")
     optim_tensors, optim_meta = _flatten_optimizer(state.optimizer_state or {"state": {}, "param_groups": []})
     tensors.update(optim_tensors)
     payload = st_save(tensors)
     weights_name = f"checkpoint-epoch{state.epochs_done:03d}.safetensors"
-    atomic_write_bytes(folder / weights_name, payload)
     meta = {
         "format": "convscope-checkpoint/1",
         "epochs_done": state.epochs_done,
@@ -78,11 +89,36 @@ def save_checkpoint(
         "lr_history": state.lr_history,
         **extra,
     }
-    json_path = atomic_write_text(folder / CHECKPOINT_JSON, to_json(meta))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(folder / weights_name, payload)
+        # only now does the JSON point at the new weights (a leftover weights file of a
+        # failed attempt is removed by the next successful save)
+        json_path = atomic_write_text(folder / CHECKPOINT_JSON, to_json(meta))
+    except OSError as exc:
+        raise CheckpointWriteError(f"cannot write the checkpoint of epoch {state.epochs_done} to {folder}: {exc}") from exc
     for old in folder.glob("checkpoint-epoch*.safetensors"):
         if old.name != weights_name:
             old.unlink(missing_ok=True)
     return json_path
+
+
+class Checkpointer:
+    """An ``on_epoch_end`` callback for :func:`convscope.training.train` that writes
+    the checkpoint of every finished epoch into ``folder`` (see :func:`save_checkpoint`).
+
+    Example::
+
+        recipe = get_recipe("fast")
+        train(model, train_split, test_split, recipe, seed=0,
+              on_epoch_end=[Checkpointer(Path("runs/nb/checkpoint"), recipe=recipe, seed=0), EpochPlot(recipe)])
+    """
+
+    def __init__(self, folder: Path, *, recipe: Recipe, seed: int, extra: dict[str, Any] | None = None) -> None:
+        self.folder, self.recipe, self.seed, self.extra = Path(folder), recipe, seed, dict(extra or {})
+
+    def __call__(self, state: TrainState, model: torch.nn.Module, _optimizer: Any = None) -> None:
+        save_checkpoint(self.folder, model, state, recipe=self.recipe, seed=self.seed, extra=self.extra)
 
 
 def load_checkpoint(folder: Path, model: torch.nn.Module) -> tuple[TrainState, dict[str, Any]]:

@@ -40,7 +40,11 @@ from convscope.dream.tiling import (
     resize,
 )
 from convscope.models.twin import gradient_twin
+from convscope.optvis.callbacks import OnScore
+from convscope.optvis.core import NormalizedAscent, optimize
 from convscope.optvis.objectives import Objective
+from convscope.optvis.params import PixelImage
+from convscope.optvis.transforms import Roll
 
 Progress = Callable[[int, int], None]
 
@@ -149,29 +153,52 @@ def dream_step_loop(
     tile_batch: int = DEFAULT_TILE_BATCH,
     on_step: Callable[[float], None] | None = None,
 ) -> torch.Tensor:
-    """``steps`` ascent steps on one octave image ``(1, 1, h, w)``; returns the new image.
+    """``steps`` ascent steps on one octave image ``(1, C, h, w)``; returns the new image.
 
-    Each step: roll by a random ``(dy, dx)`` in ``[-jitter, jitter]``, gradient
-    under ``tiling``, roll back, divide by its RMS over the whole image, step by
-    ``step_size``, re-standardise (optional).
+    One call of the optimisation core (:func:`~convscope.optvis.core.optimize`):
+    each step rolls the image by a random ``(dy, dx)`` in ``[-jitter, jitter]``
+    (the :class:`~convscope.optvis.transforms.Roll` transform), takes the gradient
+    under ``tiling`` (:class:`TilingScorer`), rolls it back (autograd through the
+    roll), divides it by its RMS over the image, steps by ``step_size`` and
+    re-standardises (optional).
     """
     tile = model_input_size(model)
     max_shift = _auto_jitter(tuple(image.shape[-2:]), tile) if jitter is None else int(jitter)
-    for _ in range(steps):
-        if max_shift > 0:
-            shift = torch.randint(-max_shift, max_shift + 1, (2,), generator=generator).tolist()
-        else:
-            shift = [0, 0]
-        rolled = torch.roll(image, shifts=shift, dims=(-2, -1))
-        value, grad = objective_and_gradient(model, objective, rolled, tiling, tile_batch=tile_batch)
-        grad = torch.roll(grad, shifts=[-shift[0], -shift[1]], dims=(-2, -1))
-        grad = grad / (grad.pow(2).mean().sqrt() + _EPS)
-        image = image + step_size * grad
-        if restandardize:
-            image = standardize(image)
-        if on_step is not None:
-            on_step(value)
-    return image
+    run = optimize(
+        model, objective, PixelImage(image, restandardize=restandardize), steps=steps,
+        step_rule=NormalizedAscent(step_size), transforms=[Roll(max_shift)],
+        callbacks=[OnScore(on_step)], generator=generator, scorer=TilingScorer(model, objective, tiling, tile_batch),
+        pad_single=False, evaluate_last=False,
+    )
+    return run.parametrisation.current
+
+
+class TilingScorer:
+    """A scorer for :func:`~convscope.optvis.core.optimize` that evaluates one whole
+    image ``(1, C, H, W)`` under a tiling and returns the gradient itself
+    (:func:`~convscope.dream.tiling.objective_and_gradient`: striped full
+    convolution, tiles in bounded chunks, or the downscaled image)."""
+
+    differentiable = False
+
+    def __init__(self, model: nn.Module, objective: Objective, tiling: str, tile_batch: int = DEFAULT_TILE_BATCH) -> None:
+        self.model = model
+        self.layers = objective.layers
+        self.tiling = tiling
+        self.tile_batch = tile_batch
+
+    def __enter__(self) -> "TilingScorer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def score(self, images: torch.Tensor, objective: Objective, need_gradient: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if need_gradient:
+            value, gradient = objective_and_gradient(self.model, objective, images, self.tiling, tile_batch=self.tile_batch)
+            return torch.tensor([value], dtype=torch.float64), gradient
+        value = evaluate(self.model, objective, images, self.tiling, tile_batch=self.tile_batch)
+        return torch.tensor([value], dtype=torch.float64), None
 
 
 def deep_dream(

@@ -29,27 +29,24 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from convscope.data.preprocess import standardize
-from convscope.models.twin import gradient_twin, input_extent
+from convscope.optvis.callbacks import Convergence, DeadMembers, ProgressCallback, Snapshots
+from convscope.optvis.compile import compile_for_input_gradient
+from convscope.optvis.core import (
+    GRADIENT_EPS, STATUS_CONVERGED, STATUS_DEAD, STATUS_MAX_STEPS, Callback, NormalizedAscent, normalise_gradient,
+    optimize,
+)
 from convscope.optvis.objectives import Objective
-from convscope.optvis.own_channel import own_channel_objective
-from convscope.probe import optional_probe
+from convscope.optvis.params import PixelImage
+from convscope.optvis.transforms import Roll, random_roll
 
 #: progress(step, steps, active_members)
 ProgressFn = Callable[[int, int, int], None]
-
-#: Added to the gradient's RMS before dividing (the reference's 1e-7).
-GRADIENT_EPS = 1e-7
-
-STATUS_CONVERGED = "converged"
-STATUS_MAX_STEPS = "max_steps"
-STATUS_DEAD = "dead"
 
 
 @dataclass
@@ -104,19 +101,6 @@ def report_steps(steps: int, n_report_steps: int = 8) -> list[int]:
     return sorted(picked)
 
 
-def normalise_gradient(gradient: torch.Tensor) -> torch.Tensor:
-    """Per member unit-RMS gradient: ``g / (sqrt(mean(g**2)) + 1e-7)``, ``(N, ...)``."""
-    rms = gradient.pow(2).reshape(gradient.shape[0], -1).mean(dim=1).sqrt()
-    return gradient / (rms + GRADIENT_EPS).reshape((-1,) + (1,) * (gradient.ndim - 1))
-
-
-def random_roll(images: torch.Tensor, max_shift: int, generator: torch.Generator | None) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Roll the batch by one random ``(dy, dx)`` in ``[-max_shift, max_shift]``."""
-    shift = torch.randint(-max_shift, max_shift + 1, (2,), generator=generator)
-    dy, dx = int(shift[0]), int(shift[1])
-    return torch.roll(images, shifts=(dy, dx), dims=(-2, -1)), (dy, dx)
-
-
 def reference_ascent(
     model: nn.Module,
     objective: Objective,
@@ -133,8 +117,11 @@ def reference_ascent(
     generator: torch.Generator | None = None,
     progress: ProgressFn | None = None,
     fast: bool = True,
+    callbacks: Sequence[Callback] = (),
 ) -> AscentResult:
-    """Run the reference gradient ascent on a batch of initial images.
+    """Run the reference gradient ascent on a batch of initial images: the one
+    optimisation core (:func:`~convscope.optvis.core.optimize`) with pixel images,
+    the normalised step, optional jitter, and the dead/convergence/snapshot callbacks.
 
     Args:
         model: the network (used in eval mode; its parameters are not changed).
@@ -164,9 +151,11 @@ def reference_ascent(
             feed the network only the part of the image its probed layers can see
             (:func:`~convscope.models.twin.input_extent`; 26×26 of 28×28 for
             Model A's ``Conv2D_3``), and compute only the scored map of each
-            member (:func:`~convscope.optvis.own_channel.own_channel_objective`).
+            member (:func:`~convscope.optvis.own_channel.own_channel_objective`) —
+            :func:`~convscope.optvis.compile.compile_for_input_gradient`.
             Same results up to float rounding, about 2× faster on CPU (10× for
             ``Conv2D_1``); the caller's model is never modified.
+        callbacks: more :class:`~convscope.optvis.core.Callback` s (e.g. cancellation).
 
     Returns:
         An :class:`AscentResult`.
@@ -175,128 +164,16 @@ def reference_ascent(
         raise ValueError(f"images must be (N, C, H, W); got shape {tuple(images.shape)}")
     if steps < 0:
         raise ValueError(f"steps must be >= 0; got {steps}")
-    n_members = images.shape[0]
-    extent = tuple(images.shape[-2:])
-    if fast:
-        objective = own_channel_objective(model, objective)
-    layers = objective.layers
-    if fast:
-        model = gradient_twin(model, layers)
-        if layers:
-            extent = input_extent(model, layers, extent)
-    crop = extent != tuple(images.shape[-2:])
-    was_training = model.training
-    model.eval()
-    current = images.detach().clone()
-    losses = torch.zeros((steps + 1, n_members), dtype=torch.float64)
-    snapshot_steps = report_steps(steps, n_report_steps)
-    snapshot_index = {s: i for i, s in enumerate(snapshot_steps)}
-    snapshots = torch.zeros((len(snapshot_steps), *images.shape), dtype=images.dtype)
-    converged_step = torch.full((n_members,), -1, dtype=torch.long)
-    dead_step = torch.full((n_members,), -1, dtype=torch.long)
-    frozen_at = torch.full((n_members,), -1, dtype=torch.long)
-    status = [STATUS_MAX_STEPS] * n_members
-    quiet_count = torch.zeros(n_members, dtype=torch.long)  # successive small relative changes
-    zero_count = torch.zeros(n_members, dtype=torch.long)  # successive zero loss & gradient
-    previous_loss = torch.zeros(n_members, dtype=torch.float64)
-
-    active = torch.arange(n_members)  # members still in the batch
-    updating = torch.ones(n_members, dtype=torch.bool)  # members still being changed
-    active_objective = objective
-    member_steps = 0
-    try:
-        with optional_probe(model, layers) as probe:
-            for step in range(steps + 1):
-                # oneDNN picks a different convolution kernel for a batch of one,
-                # which would make a single-map run differ (by float rounding,
-                # amplified over hundreds of steps) from the same map in a batch;
-                # a lone member is therefore run as a batch of two (itself twice).
-                n_active = len(active)
-                padded = n_active == 1
-                rows = active.repeat(2) if padded else active
-                batch = current[rows].requires_grad_(True)
-                model_input = batch
-                if jitter > 0:
-                    model_input, _ = random_roll(batch, jitter, generator)
-                need_gradient = step < steps
-                step_objective = active_objective.subset(torch.zeros(2, dtype=torch.long)) if padded else active_objective
-                with torch.set_grad_enabled(need_gradient):
-                    network_input = model_input[..., : extent[0], : extent[1]].contiguous() if crop else model_input
-                    activations = probe.run(network_input)
-                    scores = step_objective.score(activations, model_input)
-                if scores.shape != (len(rows),):
-                    raise ValueError(f"objective returned shape {tuple(scores.shape)}; expected ({len(rows)},)")
-                scores = scores[:n_active]
-                member_steps += n_active
-                step_losses = scores.detach().to(torch.float64).cpu()
-                losses[step, active] = step_losses
-                if not need_gradient:
-                    break
-                (gradient,) = torch.autograd.grad(scores.sum(), batch)
-                batch, gradient = batch[:n_active], gradient[:n_active]
-                # bookkeeping on the members still updating
-                upd = updating[active]
-                mean_abs_gradient = gradient.detach().abs().reshape(len(active), -1).mean(dim=1).cpu()
-                # dead: loss and mean gradient both exactly 0
-                is_zero = (step_losses == 0) & (mean_abs_gradient == 0)
-                zero_count[active] = torch.where(is_zero, zero_count[active] + 1, torch.zeros_like(zero_count[active]))
-                newly_dead = upd & (zero_count[active] > dead_patience)
-                # convergence after step 10
-                if criterion is not None and step > 10:
-                    safe = step_losses.abs() > 0
-                    relative = torch.where(
-                        safe, (step_losses - previous_loss[active]).abs() / step_losses.abs().clamp_min(1e-300), torch.inf
-                    )
-                    small = safe & (relative < criterion)
-                    quiet_count[active] = torch.where(small, quiet_count[active] + 1, torch.zeros_like(quiet_count[active]))
-                    reached = (quiet_count[active] >= 4) & (converged_step[active] < 0) & upd & ~newly_dead
-                    converged_step[active[reached]] = step
-                    newly_converged = reached if early_stop else torch.zeros_like(reached)
-                else:
-                    newly_converged = torch.zeros(len(active), dtype=torch.bool)
-                previous_loss[active] = step_losses
-                for local in torch.nonzero(newly_dead).flatten().tolist():
-                    member = int(active[local])
-                    dead_step[member] = step
-                    status[member] = STATUS_DEAD
-                stop_now = newly_dead | newly_converged
-                # snapshot before the update: the image after `step` updates
-                if step in snapshot_index:
-                    snapshots[snapshot_index[step], active] = batch.detach().cpu()
-                # the update (frozen members keep their image)
-                moving = upd & ~stop_now
-                step_image = standardize(batch.detach() + epsilon * normalise_gradient(gradient))
-                new_images = torch.where(moving.to(batch.device).reshape(-1, 1, 1, 1), step_image, batch.detach())
-                current[active] = new_images
-                frozen_members = active[stop_now]
-                frozen_at[frozen_members] = step
-                updating[frozen_members] = False
-                if freeze and bool(stop_now.any()):
-                    keep = torch.nonzero(~stop_now).flatten()
-                    active = active[keep]
-                    active_objective = active_objective.subset(keep)
-                if progress is not None:
-                    progress(step + 1, steps, int(updating.sum()))
-                if len(active) == 0:
-                    break
-    finally:
-        model.train(was_training)
-
-    # fill the rows after a member froze with its frozen value
-    for member in range(n_members):
-        start = int(frozen_at[member])
-        if start >= 0:
-            losses[start + 1 :, member] = losses[start, member]
-    for i, s in enumerate(snapshot_steps):
-        for member in range(n_members):
-            start = int(frozen_at[member])
-            if start >= 0 and s > start:
-                snapshots[i, member] = current[member]
-    if steps in snapshot_index:
-        snapshots[snapshot_index[steps]] = current
-    for member in range(n_members):
-        if status[member] != STATUS_DEAD and converged_step[member] >= 0:
-            status[member] = STATUS_CONVERGED
+    compiled = compile_for_input_gradient(model, [objective], tuple(images.shape[-2:]), fast=fast)
+    snapshots = Snapshots(report_steps(steps, n_report_steps))
+    run = optimize(
+        compiled.model, compiled.objectives[0], PixelImage(images, restandardize=True),
+        steps=steps, step_rule=NormalizedAscent(epsilon),
+        transforms=[Roll(jitter)] if jitter > 0 else [],
+        callbacks=[DeadMembers(dead_patience), Convergence(criterion, early_stop=early_stop), snapshots,
+                   *callbacks, ProgressCallback(progress)],
+        generator=generator, extent=compiled.extent, freeze=freeze, pad_single=True,
+    )
     params = {
         "algorithm": "reference (strategy 0)",
         "steps": steps,
@@ -309,16 +186,16 @@ def reference_ascent(
         "objective": objective.name,
     }
     return AscentResult(
-        images=current.detach().cpu(),
-        losses=losses,
-        snapshots=snapshots,
-        snapshot_steps=snapshot_steps,
-        converged_step=converged_step,
-        dead_step=dead_step,
-        status=status,
-        initial_loss=losses[0].clone(),
-        final_loss=losses[-1].clone(),
-        member_steps=member_steps,
+        images=run.images,
+        losses=run.losses,
+        snapshots=run.records["snapshots"],
+        snapshot_steps=run.records["snapshot_steps"],
+        converged_step=run.converged_step,
+        dead_step=run.dead_step,
+        status=run.status,
+        initial_loss=run.losses[0].clone(),
+        final_loss=run.losses[-1].clone(),
+        member_steps=run.member_steps,
         params=params,
     )
 

@@ -1,7 +1,7 @@
 """Beyond the reference: Fourier 1/f parametrisation, transformation robustness,
 L1 / total-variation / blur regularisers, a diversity objective and Adam — as
-options of one ascent loop, measured against strategy 0 in
-``benchmarks/oip_options.py``.
+pieces of the one optimisation core (:mod:`convscope.optvis.core`), measured
+against strategy 0 in ``benchmarks/oip_options.py``.
 
 Every variant reports the *clean* objective: the map's mean activation on the
 standardised (mean 0, std 1), untransformed image — the quantity strategy 0
@@ -16,91 +16,25 @@ Example::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convscope.data.preprocess import standardize
 from convscope.device import model_device
-from convscope.models.twin import gradient_twin, input_extent
 from convscope.optvis import objectives as obj
-from convscope.optvis.ascent import ProgressFn, normalise_gradient
+from convscope.optvis.ascent import ProgressFn
+from convscope.optvis.callbacks import BlurEvery, ProgressCallback, RecordEvery
+from convscope.optvis.compile import compile_for_input_gradient
+from convscope.optvis.core import NormalizedAscent, TorchOptimizer, optimize
 from convscope.optvis.init import random_initial_images, unit_generator, unit_initial_images
-from convscope.optvis.own_channel import own_channel_objective
-from convscope.probe import optional_probe
+from convscope.optvis.params import FourierImage, PixelImage
+from convscope.optvis.transforms import RandomAffine, gaussian_blur, random_transform  # noqa: F401 - re-exported
 from convscope.spec import spec_of
 
 PARAMETRISATIONS = ("pixel", "fourier")
 OPTIMIZERS = ("normalized", "adam")
-
-
-class FourierImage(nn.Module):
-    """Images parametrised by their 2-D real Fourier spectrum, scaled by
-    ``1 / f**decay`` so all frequencies learn at a similar rate (Lucid's "fft"
-    image); the image is the standardised inverse FFT: ``(N, 1, H, W)``."""
-
-    def __init__(self, n: int, size: int = 28, *, decay: float = 1.0, generator: torch.Generator | None = None,
-                 initial: torch.Tensor | None = None, init_std: float = 0.01) -> None:
-        super().__init__()
-        fy = torch.fft.fftfreq(size)[:, None]
-        fx = torch.fft.rfftfreq(size)[None, :]
-        frequency = torch.sqrt(fx**2 + fy**2).clamp_min(1.0 / size)
-        self.register_buffer("scale", (1.0 / frequency**decay) / (1.0 / (1.0 / size) ** decay))
-        self.size = size
-        if initial is not None:
-            spectrum = torch.fft.rfft2(initial.float()) / self.scale
-            value = torch.view_as_real(spectrum).contiguous()
-            # the image is standardised after the inverse FFT, so only the
-            # spectrum's shape matters; give it the random init's size so the
-            # optimiser's step means the same for both starts
-            rms = value.pow(2).mean(dim=(1, 2, 3, 4), keepdim=True).sqrt().clamp_min(1e-12)
-            value = value / rms * init_std
-        else:
-            value = torch.randn((n, 1, size, size // 2 + 1, 2), generator=generator) * init_std
-        self.spectrum = nn.Parameter(value)
-
-    def forward(self) -> torch.Tensor:
-        spectrum = torch.view_as_complex(self.spectrum) * self.scale
-        return standardize(torch.fft.irfft2(spectrum, s=(self.size, self.size)))
-
-
-class PixelImage(nn.Module):
-    """Plain pixels; the image is their per-image standardisation."""
-
-    def __init__(self, initial: torch.Tensor) -> None:
-        super().__init__()
-        self.pixels = nn.Parameter(initial.detach().clone())
-
-    def forward(self) -> torch.Tensor:
-        return standardize(self.pixels)
-
-
-def random_transform(images: torch.Tensor, generator: torch.Generator | None, *, shift: int = 2,
-                     scale: tuple[float, float] = (0.9, 1.1), degrees: float = 10.0) -> torch.Tensor:
-    """Transformation robustness: per image a random shift (±``shift`` px), scale and
-    rotation (±``degrees``), bilinear, edges padded by reflection. ``(N, C, H, W)``."""
-    n, _, h, w = images.shape
-    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
-    factor = scale[0] + torch.rand(n, generator=generator) * (scale[1] - scale[0])
-    offset = (torch.randint(-shift, shift + 1, (n, 2), generator=generator).float()) * 2 / torch.tensor([w, h])
-    cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
-    theta = torch.stack([torch.stack([cos, -sin, offset[:, 0]], 1), torch.stack([sin, cos, offset[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-
-
-def gaussian_blur(images: torch.Tensor, sigma: float = 0.5) -> torch.Tensor:
-    """3×3 Gaussian blur per image (the classic "blur every k steps" regulariser)."""
-    x = torch.tensor([-1.0, 0.0, 1.0])
-    kernel_1d = torch.exp(-(x**2) / (2 * sigma**2))
-    kernel_1d = kernel_1d / kernel_1d.sum()
-    kernel = (kernel_1d[:, None] * kernel_1d[None, :]).to(images)[None, None]
-    channels = images.shape[1]
-    padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
-    return F.conv2d(padded, kernel.expand(channels, 1, 3, 3), groups=channels)
 
 
 @dataclass
@@ -158,15 +92,18 @@ def modern_ascent(
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}")
     device = model_device(model)
-    clean_objective = own_channel_objective(model, objective)  # computes only the scored maps
-    model = gradient_twin(model, clean_objective.layers + (extra.layers if extra is not None else ()))
+    spec = spec_of(model)
+    size = spec.size if initial is None else tuple(initial.shape[-2:])
+    compiled = compile_for_input_gradient(model, [objective, extra], size)
+    clean_objective, extra = compiled.objectives
     if initial is None and parametrisation == "pixel":
-        initial = random_initial_images(n, generator=generator)
+        initial = random_initial_images(n, size=spec.size, channels=spec.channels, generator=generator)
     if initial is not None:
         initial = initial.cpu()
-    image_param = (
-        PixelImage(initial) if parametrisation == "pixel" else FourierImage(n, generator=generator, initial=initial)
-    ).to(device)
+    if parametrisation == "pixel":
+        image_param = PixelImage(initial.to(device), restandardize=optimizer == "normalized", standardize_render=True)
+    else:
+        image_param = FourierImage(n, spec.size, spec.channels, generator=generator, initial=initial).to(device)
     goal = clean_objective
     if l1:
         goal = goal - l1 * obj.l1()
@@ -176,58 +113,22 @@ def modern_ascent(
         goal = goal + extra
     if lr is None:
         lr = 0.01 if optimizer == "normalized" else (0.05 if parametrisation == "pixel" else 0.02)
-    params = list(image_param.parameters())
-    adam = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else None
-    record_steps, records = [], []
-    layers = tuple(dict.fromkeys(goal.layers + clean_objective.layers))
-    size = tuple(image_param().shape[-2:])
-    extent = input_extent(model, layers, size) if layers else size
-
-    def network_view(image: torch.Tensor) -> torch.Tensor:
-        """The part of the image the probed layers can see (all of it unless cropping helps)."""
-        return image if extent == size else image[..., : extent[0], : extent[1]].contiguous()
-
-    with optional_probe(model, layers) as probe:
-
-        def record(step: int) -> None:
-            with torch.no_grad():
-                clean = image_param()
-                activations = probe.run(network_view(clean))
-                records.append(clean_objective.score(activations, clean).double().cpu())
-            record_steps.append(step)
-
-        for step in range(steps):
-            if step % record_every == 0:
-                record(step)
-            image = image_param()
-            seen = random_transform(image, generator) if transforms else image
-            score = goal.score(probe.run(network_view(seen)), seen)
-            if adam is not None:
-                adam.zero_grad(set_to_none=True)
-                (-score.sum()).backward()
-                adam.step()
-            else:
-                grads = torch.autograd.grad(score.sum(), params)
-                with torch.no_grad():
-                    for p, g in zip(params, grads):
-                        p += lr * normalise_gradient(g)
-            if blur_every and parametrisation == "pixel" and (step + 1) % blur_every == 0:
-                with torch.no_grad():
-                    image_param.pixels.copy_(gaussian_blur(image_param.pixels, blur_sigma))
-            if parametrisation == "pixel" and adam is None:
-                with torch.no_grad():  # the reference re-standardises after every step
-                    image_param.pixels.copy_(standardize(image_param.pixels))
-            if progress is not None:
-                progress(step + 1, steps, n)
-        record(steps)
-    with torch.no_grad():
-        final_images = image_param().detach().cpu()
+    step_rule = NormalizedAscent(lr) if optimizer == "normalized" else TorchOptimizer(torch.optim.Adam, lr=lr)
+    record = RecordEvery(clean_objective, record_every)
+    callbacks = [record, ProgressCallback(progress)]
+    if blur_every and parametrisation == "pixel":
+        callbacks.insert(1, BlurEvery(blur_every, blur_sigma))
+    run = optimize(
+        compiled.model, goal, image_param, steps=steps, step_rule=step_rule,
+        transforms=[RandomAffine()] if transforms else [], callbacks=callbacks, generator=generator,
+        extent=compiled.extent, freeze=False, pad_single=False,
+    )
     options = {
         "parametrisation": parametrisation, "optimizer": optimizer, "lr": lr, "transforms": transforms,
         "l1": l1, "tv": tv, "blur_every": blur_every, "blur_sigma": blur_sigma, "steps": steps, "objective": goal.name,
     }
-    clean = torch.stack(records)
-    return ModernResult(final_images, clean, record_steps, clean[-1].clone(), options)
+    clean = run.records["clean"]
+    return ModernResult(run.images, clean, run.records["clean_steps"], clean[-1].clone(), options)
 
 
 def diversity(layer_name: str, groups: torch.Tensor | list[int]) -> obj.Objective:

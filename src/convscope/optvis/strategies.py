@@ -26,9 +26,11 @@ from convscope.data.preprocess import standardize
 from convscope.device import model_device
 from convscope.models.twin import gradient_twin
 from convscope.optvis import objectives as obj
-from convscope.optvis.ascent import AscentResult, ProgressFn, normalise_gradient, reference_ascent
+from convscope.optvis.ascent import AscentResult, ProgressFn, reference_ascent
+from convscope.optvis.callbacks import ProgressCallback
+from convscope.optvis.core import NormalizedAscent, optimize
+from convscope.optvis.params import UpscaledImage
 from convscope.optvis.init import random_fluctuations, random_initial_images, unit_generator, unit_initial_images, upscale
-from convscope.probe import Probe
 from convscope.spec import model_output, spec_of
 
 DEFAULT_RESOLUTIONS: tuple[int, ...] = (7, 14, 28, 28)
@@ -69,6 +71,7 @@ def coarse_to_fine_ascent(
     generator: torch.Generator | None = None,
     initial: torch.Tensor | None = None,
     progress: ProgressFn | None = None,
+    channels: int = 1,
 ) -> CoarseToFineResult:
     """Strategy 1 for a batch of ``n`` members (``objective`` may be batched).
 
@@ -88,15 +91,16 @@ def coarse_to_fine_ascent(
     Returns:
         :class:`CoarseToFineResult`.
     """
-    if len(resolutions) != len(stage_steps):
-        raise ValueError("give one step count per resolution stage")
+    if len(resolutions) != len(stage_steps) or not resolutions:
+        raise ValueError("give one step count per resolution stage (at least one stage)")
     if any(b < a for a, b in zip(resolutions, resolutions[1:])):
         raise ValueError(f"resolutions must not decrease; got {list(resolutions)}")
     device = model_device(model)
     model = gradient_twin(model, objective.layers)
     first = resolutions[0]
     if initial is None:
-        image = random_initial_images(n, scales=(3, first), weights=(0.5, 0.5), size=first, generator=generator)
+        image = random_initial_images(n, scales=(3, first), weights=(0.5, 0.5), size=first, channels=channels,
+                                      generator=generator)
     else:
         image = standardize(initial.float())
     image = image.to(device)
@@ -105,31 +109,28 @@ def coarse_to_fine_ascent(
     stage_images: list[torch.Tensor] = []
     stage_starts: list[int] = []
     step = 0
-    with Probe(model, objective.layers) as probe:
+    for stage, (resolution, n_steps) in enumerate(zip(resolutions, stage_steps)):
+        if image.shape[-1] != resolution:
+            image = upscale(image, resolution)
+            fresh = random_fluctuations(n, resolution, size=resolution, channels=channels, generator=generator).to(device)
+            image = standardize(image + enrich_weight * fresh)
+        stage_starts.append(step)
+        offset = step
 
-        def score(low_res: torch.Tensor) -> torch.Tensor:
-            full = upscale(low_res, size) if low_res.shape[-1] != size else low_res
-            return objective.score(probe.run(full), full)
+        def stage_progress(done: int, _steps: int, _active: int, offset: int = offset) -> None:
+            if progress is not None:
+                progress(offset + done, total, n)
 
-        for stage, (resolution, n_steps) in enumerate(zip(resolutions, stage_steps)):
-            if image.shape[-1] != resolution:
-                image = upscale(image, resolution)
-                fresh = random_fluctuations(n, resolution, size=resolution, generator=generator).to(device)
-                image = standardize(image + enrich_weight * fresh)
-            stage_starts.append(step)
-            for _ in range(n_steps):
-                current = image.detach().requires_grad_(True)
-                scores = score(current)
-                losses[step] = scores.detach().double().cpu()
-                (gradient,) = torch.autograd.grad(scores.sum(), current)
-                image = standardize(current.detach() + epsilon * normalise_gradient(gradient))
-                step += 1
-                if progress is not None:
-                    progress(step, total, n)
-            stage_images.append(_to_size(image, size).detach().cpu())
-        with torch.no_grad():
-            final = _to_size(image, size)
-            losses[step] = score(image).double().cpu()
+        run = optimize(
+            model, objective, UpscaledImage(image, (size, size)), steps=n_steps, step_rule=NormalizedAscent(epsilon),
+            callbacks=[ProgressCallback(stage_progress)], freeze=False, pad_single=False,
+        )
+        losses[step : step + n_steps] = run.losses[:n_steps]
+        step += n_steps
+        image = run.parametrisation.current
+        stage_images.append(_to_size(image, size).detach().cpu())
+    final = _to_size(image, size)
+    losses[step] = run.losses[n_steps]
     final = standardize(final).detach().cpu()
     params = {
         "algorithm": "strategy 1 (coarse-to-fine)",

@@ -158,6 +158,13 @@ def test_cli_where_and_verify(tmp_path, monkeypatch, mnist_dir):
     assert "Traceback" not in result.output
 
 
+# The start of a plausible train-images file: its IDX header (60000, 28, 28) and some pixels, gzipped.
+_GOOD_GZIP_START = gzip.compress(
+    b"\x00\x00\x08\x03" + (60000).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    + np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+)[:1000]
+
+
 def test_transfer_cut_short_is_retried_then_reported(tmp_path):
     import http.server
     import threading
@@ -170,7 +177,7 @@ def test_transfer_cut_short_is_retried_then_reported(tmp_path):
             self.send_response(200)
             self.send_header("Content-Length", "5000")
             self.end_headers()
-            self.wfile.write(b"\x1f\x8b" + b"\x00" * 100)  # then hang up early
+            self.wfile.write(_GOOD_GZIP_START)  # a good start, then hang up early
 
         def log_message(self, *args):
             pass

@@ -19,7 +19,6 @@ is never used as the other.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,10 @@ class DatasetInfo:
         mirrors: base URLs tried in order; each serves ``<base><file>.gz``.
         system_dirs: folders an OS package may have installed the files into.
         class_names: human names of the 10 labels.
+        sizes: size of each *decompressed* file in bytes, by base name (a download
+            or a header declaring another size is refused at once).
+        gz_sizes: size of each canonical ``.gz`` as the mirrors serve it; a
+            download may be at most :func:`download_limit` bytes.
     """
 
     name: str
@@ -47,11 +50,21 @@ class DatasetInfo:
     mirrors: tuple[str, ...]
     system_dirs: tuple[str, ...] = ()
     class_names: tuple[str, ...] = field(default_factory=lambda: tuple(str(i) for i in range(10)))
+    sizes: dict[str, int] = field(default_factory=dict)
+    gz_sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def files(self) -> tuple[str, ...]:
         return tuple(name for pair in SPLIT_FILES.values() for name in pair)
 
+
+# Decompressed sizes (IDX header + data): the same shapes for MNIST and Fashion-MNIST.
+_IDX_SIZES = {
+    "t10k-images-idx3-ubyte": 16 + 10_000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10_000,
+    "train-images-idx3-ubyte": 16 + 60_000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60_000,
+}
 
 DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo(
@@ -62,11 +75,19 @@ DATASETS: dict[str, DatasetInfo] = {
             "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
             "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
         },
+        # https only. yann.lecun.com (plain http) was dropped: it serves its .gz
+        # files with 403 Forbidden over http and https alike since 2024.
         mirrors=(
             "https://ossci-datasets.s3.amazonaws.com/mnist/",
             "https://storage.googleapis.com/cvdf-datasets/mnist/",
-            "http://yann.lecun.com/exdb/mnist/",
         ),
+        sizes=_IDX_SIZES,
+        gz_sizes={
+            "t10k-images-idx3-ubyte": 1_648_877,
+            "t10k-labels-idx1-ubyte": 4_542,
+            "train-images-idx3-ubyte": 9_912_422,
+            "train-labels-idx1-ubyte": 28_881,
+        },
     ),
     "fashion-mnist": DatasetInfo(
         name="fashion-mnist",
@@ -79,10 +100,17 @@ DATASETS: dict[str, DatasetInfo] = {
             "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
             "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
         },
-        mirrors=(
-            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
-        ),
+        # https only: Zalando's S3 *website* endpoint (fashion-mnist.s3-website.eu-central-1
+        # .amazonaws.com) speaks plain http only, so it was dropped; the same files are in
+        # the official repository.
+        mirrors=("https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",),
+        sizes=_IDX_SIZES,
+        gz_sizes={
+            "t10k-images-idx3-ubyte": 4_422_102,
+            "t10k-labels-idx1-ubyte": 5_148,
+            "train-images-idx3-ubyte": 26_421_880,
+            "train-labels-idx1-ubyte": 29_515,
+        },
         system_dirs=("/usr/share/datasets/fashion-mnist",),
         class_names=(
             "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -94,6 +122,13 @@ DATASETS: dict[str, DatasetInfo] = {
 
 MIRRORS_ENV = "CONVSCOPE_MIRRORS"
 IDENTITY_FILE = "t10k-labels-idx1-ubyte"  # small; its hash tells MNIST from Fashion-MNIST
+
+
+def download_limit(info: DatasetInfo, base_name: str) -> int | None:
+    """Most bytes a mirror may serve for ``base_name``'s ``.gz``: the canonical size
+    ×1.5 + 64 KiB (room for a mirror that recompressed it); ``None`` when unknown."""
+    size = info.gz_sizes.get(base_name)
+    return None if size is None else size + size // 2 + (64 << 10)
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -148,10 +183,10 @@ def identify_folder(folder: str | os.PathLike) -> str | None:
     path = file_in(Path(folder), IDENTITY_FILE)
     if path is None:
         return None
-    from convscope.data.idx import IdxError, read_idx_bytes
+    from convscope.data.idx import IdxError, scan_idx_file
 
-    try:
-        digest = hashlib.sha256(read_idx_bytes(path)).hexdigest()
+    try:  # streamed and capped: the label file is 10 kB, a bomb in its place costs nothing
+        digest = scan_idx_file(path, max_bytes=1 << 20)[0].sha256
     except (IdxError, OSError):
         return "unknown"
     for name, info in DATASETS.items():

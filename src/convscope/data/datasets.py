@@ -91,13 +91,14 @@ def load_split(
     Args:
         split: ``"train"`` (60,000 images) or ``"test"`` (10,000).
         dataset: ``"mnist"`` or ``"fashion-mnist"``.
-        data_dir: explicit folder (see :mod:`convscope.data.sources` for the search order).
+        data_dir: explicit folder (see :mod:`convscope.data.sources` for the search order;
+            the split is searched on its own, and the MNIST test set ships with the package).
         download: allow downloading when no local copy exists.
     """
     if split not in SPLIT_FILES:
         raise DatasetError(f"unknown split {split!r}; use 'train' or 'test'")
     info = dataset_info(dataset)
-    folder = locate(info.name, data_dir, download=download)
+    folder = locate(info.name, data_dir, download=download, split=split)
     folder = folder.resolve()
     return _load_split_cached(str(folder), info.name, split, _signature(folder, split))
 

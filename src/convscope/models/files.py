@@ -259,7 +259,7 @@ def load_model(
     try:
         raw = read_json(config_path, max_bytes=MAX_CONFIG_BYTES)
     except JsonFileError as exc:
-        raise ModelFileError(f"not a valid model config: {exc}") from None
+        raise ModelFileError(f"{exc}; not a valid model config") from None
     except OSError as exc:
         raise ModelFileError(f"{config_path}: cannot read the model config ({exc.strerror or exc})") from None
     try:

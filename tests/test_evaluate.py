@@ -130,7 +130,8 @@ def test_cli_human_output_and_errors(tmp_path, mnist_dir):
     runner = CliRunner()
     result = runner.invoke(main, ["evaluate", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and result.output.startswith("Error: ")
-    assert "does not hold the mnist IDX files" in result.output and "Traceback" not in result.output
+    assert "does not hold the mnist IDX files" in result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)  # a clean error, not a crash
 
     result = runner.invoke(main, ["evaluate", "--model", str(tmp_path / "nope.json")])
     assert result.exit_code == 1 and "model file" in result.output and "not found" in result.output

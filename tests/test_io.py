@@ -65,3 +65,42 @@ def test_save_figure_writes_a_png_and_closes_the_figure(tmp_path):
     path = save_figure(tmp_path / "f.png", figure)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not plt.fignum_exists(figure.number)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"a": NaN}', "non-finite number NaN"),
+        ('[1, -Infinity]', "non-finite number -Infinity"),
+        ('{"a": 1e999}', "too large to be finite"),
+        ("[" * 5000 + "]" * 5000, "nested 5000 levels deep"),
+        ('{"a": ', "not valid JSON"),
+        (b'{"a": "\xff"}', "not UTF-8"),
+    ],
+)
+def test_parse_json_refuses_non_finite_deep_and_broken_input(text, message):
+    from convscope.io import JsonFileError, parse_json
+
+    with pytest.raises(JsonFileError, match=message) as info:
+        parse_json(text, "some.json")
+    assert str(info.value).startswith("some.json: ")
+
+
+def test_parse_json_depth_ignores_brackets_inside_strings():
+    from convscope.io import parse_json
+
+    text = '{"a": "[[[[{{{{\\\\\\" [[[", "b": [[1.5]]}'
+    assert parse_json(text, max_depth=3) == {"a": '[[[[{{{{\\" [[[', "b": [[1.5]]}
+    with pytest.raises(ValueError, match="nested 3 levels"):
+        parse_json(text, max_depth=2)
+
+
+def test_read_json_bounds_the_size(tmp_path):
+    from convscope.io import JsonFileError, read_json
+
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"a": [1, 2.5, None]}))
+    assert read_json(path) == {"a": [1, 2.5, None]}
+    path.write_text(json.dumps({"a": "b" * 2000}))
+    with pytest.raises(JsonFileError, match="larger than 1,000 bytes"):
+        read_json(path, max_bytes=1000)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +55,80 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+#: Largest JSON file :func:`read_json` reads (bytes) and deepest nesting it accepts.
+MAX_JSON_BYTES = 64 * 1024 * 1024
+MAX_JSON_DEPTH = 100
+
+
+class JsonFileError(ValueError):
+    """A JSON file that is unreadable, too large, too deeply nested or holds NaN/Infinity."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise JsonFileError(f"holds the non-finite number {name}, which is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses to inf
+        raise JsonFileError(f"holds the number {text[:40]}, too large to be finite")
+    return value
+
+
+def parse_json(text: str | bytes, source: str = "<json>", *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse JSON strictly: ``NaN`` / ``Infinity`` are refused, and so is nesting
+    deeper than ``max_depth`` (checked before parsing, so it can never end in a
+    RecursionError).
+
+    Raises:
+        JsonFileError: invalid JSON, a non-finite number, or too deep; names ``source``.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise JsonFileError(f"{source}: not UTF-8 text ({exc})") from None
+    depth = _json_depth(text)
+    if depth > max_depth:
+        raise JsonFileError(f"{source}: JSON nested {depth} levels deep (at most {max_depth} accepted); not a convscope file")
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except JsonFileError as exc:
+        raise JsonFileError(f"{source}: {exc}") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise JsonFileError(f"{source}: not valid JSON ({exc})") from None
+
+
+def _json_depth(text: str) -> int:
+    """The deepest bracket nesting in JSON ``text`` (brackets inside strings ignored)."""
+    if "[" not in text and "{" not in text:
+        return 0
+    outside_strings = re.sub(r'"(?:[^"\\]|\\.)*"', "", text)
+    codes = np.frombuffer(outside_strings.encode("utf-8", "replace"), dtype=np.uint8)
+    steps = np.zeros(len(codes), dtype=np.int32)
+    steps[(codes == ord("[")) | (codes == ord("{"))] = 1
+    steps[(codes == ord("]")) | (codes == ord("}"))] = -1
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def read_json(
+    path: str | os.PathLike, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH
+) -> Any:
+    """Read a JSON file with bounds: at most ``max_bytes`` bytes, ``max_depth``
+    levels, and no ``NaN`` / ``Infinity``.
+
+    Raises:
+        JsonFileError: too large, not UTF-8, invalid, too deep or non-finite; names the file.
+        OSError: the file cannot be opened (``FileNotFoundError`` and friends).
+    """
+    path = Path(path)
+    with open(path, "rb") as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise JsonFileError(f"{path}: larger than {max_bytes:,} bytes; not a convscope JSON file")
+    return parse_json(data, str(path), max_depth=max_depth)
 
 
 def _json_default(value: Any) -> Any:

@@ -2,10 +2,12 @@
 
 :func:`read_photo` opens any image Pillow can read and returns it as a uint8
 array — ``(H, W, 3)`` RGB for colour photos, ``(H, W)`` for gray ones — with one
-clear :class:`PhotoError` for a missing, empty or non-image file and for
-decompression-bomb-sized images (more than :data:`MAX_PIXELS` pixels, checked
-from the header before the pixels are decoded). EXIF orientation is applied and
-transparency is composited onto white.
+clear :class:`PhotoError` for a missing, empty or non-image file, a float image
+with NaN / infinite pixels, and decompression-bomb-sized images (more than the
+pixel limit every image input shares, :data:`MAX_PIXELS` = 50 megapixels unless
+``$CONVSCOPE_MAX_PIXELS`` says otherwise, checked from the header before the
+pixels are decoded: :func:`convscope.data.image_files.open_image_file`). EXIF
+orientation is applied and transparency is composited onto white.
 
 :func:`default_photo` is a real photograph that ships with matplotlib (Grace
 Hopper, 512×600), so ``convscope dream`` works offline right after install.
@@ -14,15 +16,16 @@ Hopper, 512×600), so ``convscope dream`` works offline right after install.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-#: Largest image accepted (pixels): a 12000×10000 photo; more is treated as a
-#: decompression bomb (a small file that would expand to gigabytes).
-MAX_PIXELS = 120_000_000
+from convscope.data.image_files import DEFAULT_MAX_PIXELS, ImageFileError, open_image_file
+
+#: The default pixel limit shared by every image input (50 megapixels; more is
+#: treated as a decompression bomb). ``$CONVSCOPE_MAX_PIXELS`` overrides it.
+MAX_PIXELS = DEFAULT_MAX_PIXELS
 
 DEFAULT_PHOTO = "grace_hopper.jpg"
 
@@ -47,51 +50,31 @@ def _to_array(image: Image.Image, gray: bool) -> np.ndarray:
     return np.array(image.convert("RGB"), dtype=np.uint8)
 
 
-def read_photo(path: str | os.PathLike, *, gray: bool = False, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def read_photo(path: str | os.PathLike, *, gray: bool = False, max_pixels: int | None = None) -> np.ndarray:
     """Read a photo file.
 
     Args:
         path: any image Pillow reads (PNG, JPEG, TIFF, BMP, WebP, …).
         gray: return luminance ``(H, W)`` even for colour files.
-        max_pixels: refuse images with more pixels (decompression-bomb guard).
+        max_pixels: refuse images with more pixels (decompression-bomb guard);
+            ``None``: ``$CONVSCOPE_MAX_PIXELS`` or :data:`MAX_PIXELS`.
 
     Returns:
         uint8 ``(H, W, 3)`` (colour) or ``(H, W)`` (gray) array.
 
     Raises:
-        PhotoError: missing, empty, not an image, unreadable or too large.
+        PhotoError: missing, empty, not an image, unreadable, too large, or NaN pixels.
     """
     path = Path(path)
     if not path.exists():
         raise PhotoError(f"no such image file: {path}")
-    if path.is_dir():
-        raise PhotoError(f"{path} is a folder, not an image file")
-    if path.stat().st_size == 0:
-        raise PhotoError(f"{path} is empty (0 bytes); give a PNG or JPEG photo")
     try:
-        with warnings.catch_warnings():
-            # Pillow warns above its MAX_IMAGE_PIXELS (89 Mpx) and raises above twice
-            # that; we check our own limit from the header before decoding instead.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise PhotoError(
-                        f"{path} is {width}x{height} = {width * height / 1e6:.0f} megapixels, more than the "
-                        f"{max_pixels / 1e6:.0f} megapixel limit (a possible decompression bomb); resize it first"
-                    )
-                image.load()
-                return _to_array(image, gray)
-    except PhotoError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise PhotoError(
-            f"{path} is larger than the {max_pixels / 1e6:.0f} megapixel limit (a possible decompression bomb: "
-            f"{exc}); resize it first"
-        ) from None
-    except UnidentifiedImageError:
-        raise PhotoError(f"{path} is not an image Pillow can read; give a PNG or JPEG photo") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+        image = open_image_file(path, max_pixels=max_pixels)
+    except ImageFileError as exc:
+        raise PhotoError(str(exc)) from None
+    try:
+        return _to_array(image, gray)
+    except (OSError, ValueError) as exc:
         raise PhotoError(f"cannot read image {path}: {exc}") from None
 
 

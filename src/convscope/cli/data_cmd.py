@@ -33,62 +33,75 @@ def _data_dir_option(func):
 def data() -> None:
     """Find, download and verify the MNIST / Fashion-MNIST IDX files.
 
-    Search order: --data-dir; $CONVSCOPE_DATA (a folder, or a parent holding
-    mnist/ or fashion-mnist/); system copies (Debian's dataset-fashion-mnist in
-    /usr/share/datasets/fashion-mnist); the user cache ($XDG_CACHE_HOME/convscope or
-    ~/.cache/convscope); otherwise a download from the public mirrors (or
-    $CONVSCOPE_MIRRORS), verified against the canonical SHA-256 of each
+    Each split is searched on its own, in this order: --data-dir; $CONVSCOPE_DATA
+    (a folder, or a parent holding mnist/ or fashion-mnist/); system copies
+    (Debian's dataset-fashion-mnist in /usr/share/datasets/fashion-mnist); the user
+    cache ($XDG_CACHE_HOME/convscope or ~/.cache/convscope); for the MNIST test set,
+    the copy shipped inside convscope; otherwise a download from the public https
+    mirrors (or $CONVSCOPE_MIRRORS), verified against the canonical SHA-256 of each
     decompressed file.
     """
 
 
-@data.command("where", short_help="Show which folder would be used, and why.")
+@data.command("where", short_help="Show which folder each split comes from, and why.")
 @_dataset_option
 @_data_dir_option
 @json_option
 def where(dataset: str, data_dir: Path | None, as_json: bool) -> None:
-    """Show which folder would be used for --dataset, and why (each searched folder
-    with what was found there). Nothing is downloaded.
+    """Show which folder each split of --dataset comes from, and why (each searched
+    folder with what was found there). Each split is searched on its own; the MNIST
+    test set also ships inside convscope. Nothing is downloaded.
 
     \b
     Example:
       convscope data where --dataset fashion-mnist
     """
-    from convscope.data.sources import cache_dir, dataset_info, mirrors_for, search
+    from convscope.data.sources import SPLIT_FILES, SPLIT_NAMES, cache_dir, dataset_info, mirrors_for, search
 
     try:
         info = dataset_info(dataset)
         checks = search(info.name, data_dir)
+        split_checks = {split: search(info.name, data_dir, split=split) for split in SPLIT_FILES}
     except ValueError as exc:
         fail(str(exc))
-    chosen = next((c for c in checks if c.usable), None)
+
+    def described(found) -> dict:
+        chosen = next((c for c in found if c.usable), None)
+        return {
+            "chosen": str(chosen.folder) if chosen else None,
+            "chosen_because": chosen.origin if chosen else None,
+            "searched": [
+                {"origin": c.origin, "folder": str(c.folder), "usable": c.usable, "holds": c.holds, "status": c.reason}
+                for c in found
+            ],
+            "download_into": None if chosen or data_dir is not None else str(cache_dir(info.name)),
+        }
+
     result = {
         "dataset": info.name,
-        "chosen": str(chosen.folder) if chosen else None,
-        "chosen_because": chosen.origin if chosen else None,
-        "searched": [
-            {"origin": c.origin, "folder": str(c.folder), "usable": c.usable, "holds": c.holds, "status": c.reason}
-            for c in checks
-        ],
-        "download_into": None if chosen or data_dir is not None else str(cache_dir(info.name)),
+        **described(checks),  # all four files in one folder (what `data verify` checks)
+        "splits": {split: described(found) for split, found in split_checks.items()},
         "mirrors": list(mirrors_for(info)),
     }
     if as_json:
         emit_json(result)
         return
-    click.echo(f"Search for {info.name}:")
-    for number, c in enumerate(checks, 1):
-        mark = "→" if chosen is c else " "
-        click.echo(f" {mark} {number}. {c.origin:<15} {c.folder}  [{c.reason}]")
-    if chosen is not None:
-        click.echo(f"Uses {chosen.folder} (found via {chosen.origin}).")
-    elif data_dir is not None:
-        click.echo(f"--data-dir {data_dir} does not hold the {info.name} files; commands would stop with an error.")
-    else:
-        click.echo(
-            f"Nothing found: the first command that needs the data downloads it into {cache_dir(info.name)} "
-            f"from {mirrors_for(info)[0]} (or run `convscope data fetch --dataset {info.name}`)."
-        )
+    for split in ("test", "train"):
+        found = split_checks[split]
+        chosen = next((c for c in found if c.usable), None)
+        click.echo(f"{info.name} {SPLIT_NAMES[split]} ({', '.join(SPLIT_FILES[split])}):")
+        for number, c in enumerate(found, 1):
+            mark = "→" if chosen is c else " "
+            click.echo(f" {mark} {number}. {c.origin:<15} {c.folder}  [{c.reason}]")
+        if chosen is not None:
+            click.echo(f"   Uses {chosen.folder} (found via {chosen.origin}).")
+        elif data_dir is not None:
+            click.echo(f"   --data-dir {data_dir} does not hold it; commands that need it stop with an error.")
+        else:
+            click.echo(
+                f"   Nothing found: the first command that needs it downloads {info.name} into {cache_dir(info.name)} "
+                f"from {mirrors_for(info)[0]} (or run `convscope data fetch --dataset {info.name}`)."
+            )
 
 
 @data.command("fetch", short_help="Download into the user cache and verify.")

@@ -138,7 +138,8 @@ def load_split(
         split: ``"train"`` or ``"test"``.
         dataset: ``"mnist"``, ``"fashion-mnist"``, or a path (IDX folder, image
             folder, ``.npz``; see :func:`convscope.data.catalog.open_dataset`).
-        data_dir: explicit folder (see :mod:`convscope.data.sources` for the search order).
+        data_dir: explicit folder (see :mod:`convscope.data.sources` for the search order;
+            the split is searched on its own, and the MNIST test set ships with the package).
         download: allow downloading when no local copy exists.
     """
     if split not in SPLIT_FILES:
@@ -150,7 +151,7 @@ def load_split(
 
         return open_dataset(dataset, data_dir=data_dir, download=download).split(split)
     info = dataset_info(dataset)
-    folder = locate(info.name, data_dir, download=download)
+    folder = locate(info.name, data_dir, download=download, split=split)
     folder = folder.resolve()
     return _load_split_cached(str(folder), info.name, split, _signature(folder, split))
 

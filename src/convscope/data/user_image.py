@@ -16,6 +16,10 @@ mass of the ink sits at the centre. :func:`mnistify` repeats those steps:
    of mass is at the centre.
 
 Engines never read files; :func:`load_user_image` is for the CLI and notebooks.
+It opens files through :func:`convscope.data.image_files.open_image_file` (one
+pixel limit for every image input, checked before decoding), and works on a copy
+at most :data:`WORKING_MAX_SIDE` pixels on its long side (the digit ends up 20
+pixels tall anyway).
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from convscope.data.image_files import ImageFileError, open_image_file, preview
+
+#: Long side of the copy a user file is processed at (larger files are reduced first).
+WORKING_MAX_SIDE = 2048
+#: Long side of :attr:`PreparedImage.original` (kept for figures only).
+ORIGINAL_MAX_SIDE = 1024
 
 
 class UserImageError(ValueError):
@@ -38,15 +49,21 @@ class PreparedImage:
 
     Attributes:
         image: ``(28, 28)`` uint8, white ink on black, centred by mass.
-        original: the input as a ``(H, W)`` uint8 grayscale array (before inversion).
+        original: the input as a ``(H, W)`` uint8 grayscale array (before
+            inversion), for figures: reduced to at most 1024 pixels on its long
+            side, so drawing it stays cheap.
         inverted: whether the background was light and the image was inverted.
-        crop_box: ``(top, left, bottom, right)`` of the ink in ``original`` (bottom/right exclusive).
+        crop_box: ``(top, left, bottom, right)`` of the ink in the input's pixel
+            coordinates (bottom/right exclusive); multiply by ``original_scale``
+            for ``original``'s.
+        original_scale: ``original``'s size / the input's size (``1.0`` unless reduced).
     """
 
     image: np.ndarray
     original: np.ndarray
     inverted: bool
     crop_box: tuple[int, int, int, int]
+    original_scale: float = 1.0
 
 
 def _to_grayscale(image: Image.Image) -> np.ndarray:
@@ -62,8 +79,10 @@ def _to_grayscale(image: Image.Image) -> np.ndarray:
             background = 255.0 if ink_level < 128 else 0.0
             return gray * alpha + background * (1.0 - alpha)
         return gray
-    if image.mode in ("I", "I;16", "F"):
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         array = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(array).all():
+            raise UserImageError("the image holds NaN or infinite pixel values; replace them with finite values")
         low, high = float(array.min()), float(array.max())
         return (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
     return np.asarray(image.convert("L"), dtype=np.float64)
@@ -108,7 +127,9 @@ def mnistify(
             raise UserImageError(f"expected an image of shape (H, W) or (H, W, 3/4); got {array.shape}")
     if gray.size == 0 or min(gray.shape) < 1:
         raise UserImageError("the image is empty (0 pixels)")
-    original = np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+    if not np.isfinite(gray).all():
+        raise UserImageError("the image holds NaN or infinite pixel values; replace them with finite values")
+    original, original_scale = preview(np.clip(np.rint(gray), 0, 255).astype(np.uint8), ORIGINAL_MAX_SIDE)
 
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     background = float(np.median(border))
@@ -144,29 +165,52 @@ def mnistify(
     canvas = np.zeros((size, size), dtype=np.float64)
     canvas[off_y : off_y + new_h, off_x : off_x + new_w] = small
     digit = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
-    return PreparedImage(image=digit, original=original, inverted=inverted, crop_box=(top, left, bottom, right))
+    return PreparedImage(
+        image=digit, original=original, inverted=inverted, crop_box=(top, left, bottom, right),
+        original_scale=original_scale,
+    )
 
 
-def load_user_image(path: str | os.PathLike, **options) -> PreparedImage:
+def _working_copy(image: Image.Image, max_side: int = WORKING_MAX_SIDE) -> Image.Image:
+    """``image`` reduced (area-averaged) to at most ``max_side`` pixels on its long side."""
+    width, height = image.size
+    if max(width, height) <= max_side:
+        return image
+    if image.mode in ("I", "I;16", "I;16B", "I;16L"):
+        image = image.convert("F")  # high-bit-depth gray: resample as float
+    elif image.mode == "1":
+        image = image.convert("L")
+    elif image.mode in ("P", "PA"):
+        image = image.convert("RGBA")  # Pillow resamples palettes by nearest neighbour only
+    elif image.mode not in ("L", "LA", "RGB", "RGBA", "F"):
+        image = image.convert("RGB")
+    scale = max_side / max(width, height)
+    return image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BOX)
+
+
+def load_user_image(path: str | os.PathLike, *, max_pixels: int | None = None, **options) -> PreparedImage:
     """Read a PNG/JPG/... file and convert it with :func:`mnistify`.
 
+    Args:
+        path: the image file.
+        max_pixels: pixel limit (``None``: ``$CONVSCOPE_MAX_PIXELS`` or 50 megapixels).
+        **options: passed to :func:`mnistify`.
+
+    Files larger than 2048 pixels on their long side are reduced to that size
+    first; ``crop_box`` then refers to the reduced copy.
+
     Raises:
-        UserImageError: missing, empty or unreadable file, or no ink in it.
+        UserImageError: missing, empty, unreadable or too large a file, NaN pixels,
+            or no ink in it.
     """
     path = Path(path)
     if not path.exists():
         raise UserImageError(f"{path}: no such file (give an image file, or test:INDEX / train:INDEX)")
-    if path.is_dir():
-        raise UserImageError(f"{path} is a folder, not an image file")
-    if path.stat().st_size == 0:
-        raise UserImageError(f"{path} is empty (0 bytes)")
     try:
-        with Image.open(path) as handle:
-            handle.load()
-            image = handle.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UserImageError(f"{path} is not an image Pillow can read (PNG, JPG, BMP, ...): {exc}") from None
+        image = open_image_file(path, max_pixels=max_pixels)
+    except ImageFileError as exc:
+        raise UserImageError(str(exc)) from None
     try:
-        return mnistify(image, **options)
+        return mnistify(_working_copy(image), **options)
     except UserImageError as exc:
         raise UserImageError(f"{path}: {exc}") from None

@@ -3,7 +3,13 @@
 Loading never unpickles or executes anything: the JSON names a registered
 architecture, the weights are plain tensors checked key by key and shape by shape,
 and the JSON records the SHA-256 of the weights file so a tampered or mismatched
-pair is refused with a clear error.
+pair is refused with a clear error. A config without a valid hash is refused too
+(unless the caller opts in with ``allow_unverified=True``, which warns), and so
+are non-finite numbers in the JSON and weights of absurd magnitude.
+
+The same weights always give the same ``.safetensors`` bytes: the header is
+written here with sorted keys (safetensors' own writer orders the metadata by a
+per-process random hash).
 """
 
 from __future__ import annotations
@@ -11,7 +17,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import re
+import struct
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -21,16 +31,24 @@ import torch
 from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from convscope import __version__
 from convscope.device import resolve_device
-from convscope.io import atomic_write_bytes, to_json, atomic_write_text
+from convscope.io import JsonFileError, atomic_write_bytes, atomic_write_text, read_json, to_json
 from convscope.models.architectures import ConvscopeModel, build_model
 from convscope.spec import SPEC_ATTRIBUTE, ModelSpec, SpecError, spec_of
 
 FORMAT = "convscope-model/1"
 SHIPPED_NAME = "seed_cnn"
+
+
+#: Largest model JSON read (bytes); a config with a long training history is ~100 kB.
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+#: Weights whose magnitude exceeds this are refused as nonsense (trained CNN weights
+#: are below ~10; 1e6 already overflows float32 activations after a few layers).
+MAX_ABS_WEIGHT = 1e6
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class ModelFileError(ValueError):
@@ -41,6 +59,10 @@ def conversion_for(dataset: str | None, input_shape: list[int] | tuple[int, ...]
     """The default image-file conversion for a model trained on ``dataset``: MNIST-style
     digits for MNIST, a plain resize for everything else."""
     return "digit" if dataset == "mnist" and list(input_shape) == [1, 28, 28] else "resize"
+
+
+class UnverifiedWeightsWarning(UserWarning):
+    """Weights loaded without checking them against a recorded SHA-256."""
 
 
 @dataclass
@@ -118,6 +140,16 @@ class ModelConfig:
             raise ModelFileError(f"{source}: config lacks {missing}; is this a convscope model config?")
         if data.get("format", FORMAT) != FORMAT:
             raise ModelFileError(f"{source}: unsupported model format {data.get('format')!r} (this version reads {FORMAT})")
+        accuracy = data.get("test_accuracy")
+        if accuracy is not None and (
+            isinstance(accuracy, bool)
+            or not isinstance(accuracy, (int, float))
+            or not math.isfinite(accuracy)
+            or not 0.0 <= accuracy <= 1.0
+        ):
+            raise ModelFileError(f"{source}: test_accuracy {accuracy!r} is not a fraction between 0 and 1 (or null)")
+        if not isinstance(data.get("weights_sha256", ""), str):
+            raise ModelFileError(f"{source}: weights_sha256 must be a string of 64 hex digits, not {data['weights_sha256']!r}")
         return cls(**{key: value for key, value in data.items() if key in known})
 
 
@@ -163,10 +195,59 @@ def paths_for(path: str | os.PathLike) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
+_ST_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """Serialise ``tensors`` in the safetensors format, deterministically.
+
+    The same tensors and metadata always give the same bytes, in any process:
+    the header's keys are sorted (``safetensors.torch.save`` orders the metadata
+    by a per-process random hash) and the data follow in a fixed order (wider
+    dtypes first, then by name, so every tensor stays aligned), as safetensors
+    itself lays them out. Read back with ``safetensors.torch.load``.
+
+    Args:
+        tensors: name → tensor (any device; copied to CPU, little-endian).
+        metadata: string → string, stored as ``__metadata__``.
+    """
+    if metadata is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise TypeError("safetensors metadata must map strings to strings")
+    entries = []
+    for name, tensor in tensors.items():
+        if tensor.dtype not in _ST_DTYPES:
+            raise TypeError(f"cannot store {name} of dtype {tensor.dtype} in a safetensors file")
+        entries.append((name, tensor.detach().to("cpu").contiguous()))
+    entries.sort(key=lambda item: (-item[1].element_size(), item[0]))
+    spans: dict[str, dict[str, object]] = {}
+    chunks: list[bytes] = []
+    offset = 0
+    for name, tensor in entries:
+        data = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        spans[name] = {"dtype": _ST_DTYPES[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    # Key order as safetensors writes it (metadata first, then the tensors in data
+    # order, each dtype/shape/data_offsets) but with the metadata sorted: the
+    # bytes equal safetensors.torch.save's whenever its hash order happens to be sorted.
+    header: dict[str, object] = {"__metadata__": dict(sorted(metadata.items()))} if metadata else {}
+    header.update(spans)
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    text += b" " * (-len(text) % 8)  # pad so the data start 8-byte aligned, as safetensors does
+    return struct.pack("<Q", len(text)) + text + b"".join(chunks)
+
+
 def model_to_bytes(model: ConvscopeModel, config: ModelConfig) -> tuple[bytes, ModelConfig]:
-    """Serialise weights; returns the safetensors bytes and the config with its hash set."""
+    """Serialise weights; returns the safetensors bytes and the config with its hash set.
+
+    Deterministic: the same weights and config give the same bytes and hash.
+    """
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    weights = st_save(state, metadata={"format": FORMAT, "architecture": config.architecture})
+    weights = safetensors_bytes(state, metadata={"format": FORMAT, "architecture": config.architecture})
     config = dataclasses.replace(config, weights_sha256=hashlib.sha256(weights).hexdigest(), library_version=__version__)
     return weights, config
 
@@ -218,6 +299,8 @@ def load_model(
     *,
     device: str | torch.device | None = "cpu",
     verify_hash: bool = True,
+    allow_unverified: bool = False,
+    max_abs_weight: float | None = MAX_ABS_WEIGHT,
 ) -> ConvscopeModel:
     """Load a model file pair; ``path=None`` loads the shipped Model A.
 
@@ -226,13 +309,21 @@ def load_model(
             is found beside it).
         device: where to put the weights (``None``/``"auto"``: CUDA if available).
         verify_hash: refuse weights whose SHA-256 differs from the config's.
+            ``False`` skips the check (with an :class:`UnverifiedWeightsWarning`).
+        allow_unverified: load a config whose ``weights_sha256`` is blank, missing
+            or malformed, with an :class:`UnverifiedWeightsWarning`; without it such
+            a pair is refused, since nothing proves the weights are the config's.
+        max_abs_weight: refuse weights with any ``|w|`` above this (finite but
+            nonsense); ``None`` disables the check.
 
     Returns:
         The model in eval mode with ``model.config`` set.
 
     Raises:
-        ModelFileError: missing file, unreadable JSON/safetensors, hash mismatch,
-            unknown architecture, or weights that do not fit the architecture.
+        ModelFileError: missing file, unreadable / too large / too deep JSON or one
+            holding NaN / Infinity, a missing or mismatched hash, unknown
+            architecture, or weights that do not fit the architecture or are not
+            finite or of absurd magnitude.
     """
     weights_path, config_path = paths_for(path if path is not None else shipped_model_path())
     for needed in (config_path, weights_path):
@@ -240,21 +331,15 @@ def load_model(
             hint = " (the shipped model is missing: reinstall convscope)" if path is None else ""
             raise ModelFileError(f"model file {needed} not found{hint}")
     try:
-        config = ModelConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")), str(config_path))
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
-        raise ModelFileError(f"{config_path}: not a valid model config ({exc})") from exc
-    weights = weights_path.read_bytes()
-    if verify_hash and config.weights_sha256:
-        actual = hashlib.sha256(weights).hexdigest()
-        if actual != config.weights_sha256:
-            raise ModelFileError(
-                f"{weights_path}: SHA-256 {actual[:12]}… does not match {config_path.name}'s {config.weights_sha256[:12]}…; "
-                "the weights were changed or belong to another config"
-            )
+        raw = read_json(config_path, max_bytes=MAX_CONFIG_BYTES)
+    except JsonFileError as exc:
+        raise ModelFileError(f"{exc}; not a valid model config") from None
+    except OSError as exc:
+        raise ModelFileError(f"{config_path}: cannot read the model config ({exc.strerror or exc})") from None
     try:
-        state = st_load(weights)
-    except (SafetensorError, Exception) as exc:  # safetensors raises several types for corrupt headers
-        raise ModelFileError(f"{weights_path}: not a readable safetensors file ({exc})") from exc
+        config = ModelConfig.from_dict(raw, str(config_path))
+    except TypeError as exc:
+        raise ModelFileError(f"{config_path}: not a valid model config ({exc})") from exc
     try:
         if not isinstance(config.architecture, str):
             raise ValueError(f"architecture must be a name, not {config.architecture!r}")
@@ -263,6 +348,56 @@ def load_model(
         raise ModelFileError(f"{config_path}: {exc}") from exc
     spec = _check_config_fits(config, model, config_path)
     expected = model.state_dict()
+    # Read no more than the architecture's weights can take (float64 at most, plus
+    # a header): a huge file is refused before it fills the memory.
+    size_limit = 2 * sum(t.numel() * t.element_size() for t in expected.values()) + (1 << 20)
+    try:
+        size = weights_path.stat().st_size
+        if size > size_limit:
+            raise ModelFileError(
+                f"{weights_path} is {size:,} bytes, far more than {config.architecture!r}'s weights need "
+                f"(at most {size_limit:,}); it is not this model's weights file"
+            )
+        weights = weights_path.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"{weights_path}: cannot read the weights ({exc.strerror or exc})") from None
+    if verify_hash:
+        recorded = raw.get("weights_sha256")
+        if not isinstance(recorded, str) or not _SHA256_HEX.fullmatch(recorded.strip().lower()):
+            what = (
+                "has no weights_sha256" if recorded is None
+                else "has a blank weights_sha256" if isinstance(recorded, str) and not recorded.strip()
+                else f"has weights_sha256 {str(recorded)[:80]!r}, not 64 hex digits"
+            )
+            if not allow_unverified:
+                raise ModelFileError(
+                    f"{config_path} {what}, so nothing shows that {weights_path.name} holds the weights it describes; "
+                    "refused. Fix: use the model's original .json (save_model writes the hash), or, only if you trust "
+                    "the weights, load it in Python with load_model(..., allow_unverified=True)"
+                )
+            warnings.warn(
+                f"UNVERIFIED WEIGHTS: {config_path} {what}; {weights_path} is loaded without any integrity check "
+                "(allow_unverified=True). Its recorded accuracy and history may not describe these weights.",
+                UnverifiedWeightsWarning,
+                stacklevel=2,
+            )
+        else:
+            actual = hashlib.sha256(weights).hexdigest()
+            if actual != recorded.strip().lower():
+                raise ModelFileError(
+                    f"{weights_path}: SHA-256 {actual[:12]}… does not match {config_path.name}'s {recorded[:12]}…; "
+                    "the weights were changed or belong to another config"
+                )
+    else:
+        warnings.warn(
+            f"UNVERIFIED WEIGHTS: {weights_path} is loaded without checking its SHA-256 (verify_hash=False)",
+            UnverifiedWeightsWarning,
+            stacklevel=2,
+        )
+    try:
+        state = st_load(weights)
+    except (SafetensorError, Exception) as exc:  # safetensors raises several types for corrupt headers
+        raise ModelFileError(f"{weights_path}: not a readable safetensors file ({exc})") from exc
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
@@ -281,6 +416,14 @@ def load_model(
     not_finite = [k for k, v in state.items() if not bool(torch.isfinite(v).all())]
     if not_finite:
         raise ModelFileError(f"{weights_path}: tensors {not_finite} hold NaN or infinite values")
+    if max_abs_weight is not None:
+        huge = {k: float(v.abs().max()) for k, v in state.items() if v.numel() and float(v.abs().max()) > max_abs_weight}
+        if huge:
+            worst = max(huge, key=huge.get)
+            raise ModelFileError(
+                f"{weights_path}: {len(huge)} tensor(s) hold values of absurd magnitude (largest |w| = {huge[worst]:.3g} "
+                f"in {worst}; trained weights stay far below {max_abs_weight:g}); the file is damaged or was scaled by mistake"
+            )
     model.load_state_dict(state)
     model.config = config
     setattr(model, SPEC_ATTRIBUTE, spec)

@@ -102,6 +102,31 @@ def load_model_or_fail(model_path: Path | None, device: str = "cpu"):
         fail(str(exc))
 
 
+def dataset_option(func: F) -> F:
+    """``--dataset NAME_OR_PATH``: the data a command reads (default: the model's own)."""
+    return click.option(
+        "--dataset",
+        "dataset",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="Dataset for test:N / train:N and dataset-wide work: mnist, fashion-mnist, an IDX folder, a folder with "
+        "one sub-folder of images per class, or a .npz file. Default: the model's own dataset (its spec).",
+    )(func)
+
+
+def model_split_or_fail(model, split: str = "test", dataset: str | None = None, data_dir: Path | None = None):
+    """Split ``split`` of ``dataset`` (default: the model's own) checked against the
+    model's spec, or stop with one clear message."""
+    from convscope.data import DataNotFoundError, DatasetError, IdxError
+    from convscope.data.catalog import split_for_model
+    from convscope.spec import SpecError, spec_of
+
+    try:
+        return split_for_model(spec_of(model), split, dataset, data_dir)
+    except (DataNotFoundError, DatasetError, IdxError, SpecError, OSError) as exc:
+        fail(str(exc))
+
+
 def echo_err(message: str) -> None:
     """Print to stderr (keeps stdout clean for --json)."""
     click.echo(message, err=True)

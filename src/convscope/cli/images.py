@@ -40,10 +40,10 @@ class ImageInput:
     """One image ready for a model.
 
     Attributes:
-        image: ``(28, 28)`` uint8, white ink on black (MNIST style).
+        image: uint8 ``(H, W)`` (gray) or ``(H, W, 3)``, what the model sees.
         label: the dataset label, or ``None`` for a user file.
         source: ``"test:1302"``-style reference or the file path, for titles and JSON.
-        original: the user file as loaded (``(H, W)`` uint8 grayscale) or ``None``
+        original: the user file as loaded (uint8, reduced for figures) or ``None``
             for dataset images.
     """
 
@@ -58,55 +58,82 @@ class ImageInput:
         return self.original is not None
 
 
-def resolve_image(text: str, data_dir: str | os.PathLike | None = None, dataset: str = "mnist") -> ImageInput:
+def resolve_image(
+    text: str, data_dir: str | os.PathLike | None = None, dataset: str | None = None, *, spec=None
+) -> ImageInput:
     """Resolve ``test:1302`` / ``train:7`` or an image file path to an :class:`ImageInput`.
 
-    Files are converted to MNIST style (:func:`convscope.data.user_image.load_user_image`).
-    Any problem stops the command with one clear error line (``click.ClickException``).
+    With the model's ``spec``, ``test:N`` / ``train:N`` refer to ``dataset`` (default:
+    the model's own) and files are converted as the spec says (``digit``, ``resize``,
+    ``crop``, ``none``); without it, MNIST and MNIST-style digits. Any problem stops
+    the command with one clear error line (``click.ClickException``).
     """
     from convscope.data import DataNotFoundError, DatasetError, dataset_image, is_dataset_ref
     from convscope.data.idx import IdxError
-    from convscope.data.user_image import UserImageError, load_user_image
+    from convscope.data.user_image import UserImageError, load_image_for_model, load_user_image
 
     text = str(text).strip()
     if not text:
-        fail("no image given: use test:INDEX, train:INDEX or a PNG/JPG file")
+        fail("no image given: use test:INDEX, train:INDEX, an image file or a folder of images")
     if is_dataset_ref(text):
         try:
-            image, label = dataset_image(text, dataset=dataset, data_dir=data_dir)
+            if spec is not None:
+                from convscope.data import parse_image_ref
+                from convscope.data.catalog import split_for_model
+
+                split_name, index = parse_image_ref(text)
+                split = split_for_model(spec, split_name, dataset, data_dir)
+                if not 0 <= index < len(split):
+                    raise DatasetError(
+                        f"{text}: the {split_name} set has {len(split)} images, so the index must be 0..{len(split) - 1}"
+                    )
+                image, label = split.images[index], int(split.labels[index])
+            else:
+                image, label = dataset_image(text, dataset=dataset or "mnist", data_dir=data_dir)
         except (DatasetError, DataNotFoundError, IdxError, OSError) as exc:
             fail(str(exc))
         return ImageInput(image=np.array(image, dtype=np.uint8), label=int(label), source=text, original=None)
     if ":" in text and text.split(":", 1)[0] in ("test", "train", "val", "validation") and not os.path.exists(text):
         fail(f"cannot read image reference {text!r}: use test:INDEX or train:INDEX (INDEX a whole number), e.g. test:1302")
     try:
-        prepared = load_user_image(text)
+        prepared = load_image_for_model(text, spec) if spec is not None else load_user_image(text)
     except UserImageError as exc:
         fail(str(exc))
     return ImageInput(image=prepared.image, label=None, source=text, original=prepared.original)
 
 
 def split_image_texts(texts: str | Sequence[str]) -> list[str]:
-    """``("test:1,test:2", "a.png")`` → ``["test:1", "test:2", "a.png"]`` (commas split dataset refs only)."""
+    """``("test:1,test:2", "a.png", "photos/")`` → ``["test:1", "test:2", "a.png", "photos/x.png", …]``
+    (commas split dataset refs only; a folder gives its image files in sorted order)."""
+    from convscope.data import is_dataset_ref
+    from convscope.data.catalog import IMAGE_SUFFIXES
+
     if isinstance(texts, str):
         texts = [texts]
     out: list[str] = []
     for text in texts:
         parts = [part.strip() for part in str(text).split(",")]
-        from convscope.data import is_dataset_ref
-
         if len(parts) > 1 and all(is_dataset_ref(part) for part in parts if part):
             out.extend(part for part in parts if part)
+        elif os.path.isdir(str(text).strip()):
+            folder = str(text).strip()
+            files = sorted(
+                os.path.join(folder, name) for name in os.listdir(folder)
+                if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES and os.path.isfile(os.path.join(folder, name))
+            )
+            if not files:
+                fail(f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            out.extend(files)
         else:
             out.append(str(text).strip())
     return out
 
 
 def resolve_images(
-    texts: str | Sequence[str], data_dir: str | os.PathLike | None = None, dataset: str = "mnist"
+    texts: str | Sequence[str], data_dir: str | os.PathLike | None = None, dataset: str | None = None, *, spec=None
 ) -> list[ImageInput]:
-    """Resolve several image texts (see :func:`split_image_texts`)."""
-    return [resolve_image(text, data_dir, dataset) for text in split_image_texts(texts)]
+    """Resolve several image texts (see :func:`split_image_texts`; folders expand to their images)."""
+    return [resolve_image(text, data_dir, dataset, spec=spec) for text in split_image_texts(texts)]
 
 
 @overload

@@ -214,3 +214,96 @@ def load_user_image(path: str | os.PathLike, *, max_pixels: int | None = None, *
         return mnistify(_working_copy(image), **options)
     except UserImageError as exc:
         raise UserImageError(f"{path}: {exc}") from None
+
+
+def _pil_array(image: Image.Image, channels: int) -> np.ndarray:
+    """PIL image → uint8 ``(H, W)`` (gray) or ``(H, W, 3)``; transparency onto white,
+    high-bit-depth and float images scaled to 0..255."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        return np.clip(np.rint(_to_grayscale(image)), 0, 255).astype(np.uint8) if channels == 1 else np.repeat(
+            np.clip(np.rint(_to_grayscale(image)), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    return np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+
+
+def convert_image(image: Image.Image | np.ndarray, spec) -> PreparedImage:
+    """Convert an image to a model's input as its spec says (``spec.image_conversion``):
+
+    * ``digit`` — MNIST's recipe (:func:`mnistify`), gray models;
+    * ``resize`` — to exactly ``H×W`` (bicubic), gray or RGB as the model;
+    * ``crop`` — scaled to cover ``H×W`` (bicubic), centre crop;
+    * ``none`` — must already be ``H×W``.
+
+    Returns a :class:`PreparedImage` whose ``image`` is ``(H, W)`` or ``(H, W, 3)`` uint8.
+
+    Raises:
+        UserImageError: the image does not fit (``none``) or holds no ink (``digit``).
+    """
+    if not isinstance(image, Image.Image):
+        array = np.asarray(image)
+        if array.ndim == 3 and array.shape[2] in (3, 4):
+            image = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), "RGBA" if array.shape[2] == 4 else "RGB")
+        elif array.ndim == 2:
+            image = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), "L")
+        else:
+            raise UserImageError(f"expected an image of shape (H, W) or (H, W, 3/4); got {array.shape}")
+    image = _working_copy(image)
+    conversion = spec.image_conversion
+    if conversion == "digit":
+        if spec.size != (28, 28) or spec.channels != 1:
+            return _digit_to_size(mnistify(image), spec)
+        return mnistify(image)
+    channels = spec.channels
+    height, width = spec.size
+    array = _pil_array(image, channels)
+    original, scale = preview(array, ORIGINAL_MAX_SIDE)
+    if conversion == "none":
+        if array.shape[:2] != (height, width):
+            raise UserImageError(
+                f"the image is {array.shape[1]}×{array.shape[0]} but the model takes {width}×{height} and its spec says "
+                "image_conversion 'none'; resize it first (or load the model with --image-conversion resize)"
+            )
+        return PreparedImage(image=array, original=original, inverted=False, crop_box=(0, 0, height, width), original_scale=scale)
+    pil = Image.fromarray(array)
+    box = (0, 0, array.shape[0], array.shape[1])
+    if conversion == "crop":
+        factor = max(width / pil.width, height / pil.height)
+        scaled_w, scaled_h = max(width, round(pil.width * factor)), max(height, round(pil.height * factor))
+        pil = pil.resize((scaled_w, scaled_h), Image.Resampling.BICUBIC)
+        left, top = (scaled_w - width) // 2, (scaled_h - height) // 2
+        pil = pil.crop((left, top, left + width, top + height))
+        box = (round(top / factor), round(left / factor), round((top + height) / factor), round((left + width) / factor))
+    elif pil.size != (width, height):
+        pil = pil.resize((width, height), Image.Resampling.BICUBIC)
+    return PreparedImage(image=np.asarray(pil, dtype=np.uint8), original=original, inverted=False, crop_box=box, original_scale=scale)
+
+
+def _digit_to_size(prepared: PreparedImage, spec) -> PreparedImage:
+    """An MNIST-style 28×28 digit resized to a gray model's other input size."""
+    height, width = spec.size
+    pil = Image.fromarray(prepared.image).resize((width, height), Image.Resampling.BICUBIC)
+    return PreparedImage(np.asarray(pil, dtype=np.uint8), prepared.original, prepared.inverted, prepared.crop_box,
+                         prepared.original_scale)
+
+
+def load_image_for_model(path: str | os.PathLike, spec, *, max_pixels: int | None = None) -> PreparedImage:
+    """Read an image file and convert it for a model (:func:`convert_image`).
+
+    Raises:
+        UserImageError: missing, empty, unreadable or too large a file, or an image
+            the conversion refuses.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserImageError(f"{path}: no such file (give an image file, a folder of images, or test:INDEX / train:INDEX)")
+    try:
+        image = open_image_file(path, max_pixels=max_pixels)
+    except ImageFileError as exc:
+        raise UserImageError(str(exc)) from None
+    try:
+        return convert_image(image, spec)
+    except UserImageError as exc:
+        raise UserImageError(f"{path}: {exc}") from None

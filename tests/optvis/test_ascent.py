@@ -72,8 +72,10 @@ def test_normalise_gradient_unit_rms():
 
 
 def test_report_steps_follow_the_reference():
-    assert report_steps(600, 8) == [0, 2, 4, 8, 16, 32, 64, 128, 256, 600]
-    assert report_steps(1000, 3) == [0, 125, 250, 500, 1000]
+    assert report_steps(600, 6) == [0, 9, 18, 36, 72, 144, 288, 599]  # the posts' panels
+    assert report_steps(600) == report_steps(600, 6)
+    assert report_steps(600, 8) == [0, 2, 4, 8, 16, 32, 64, 128, 256, 599]
+    assert report_steps(1000, 3) == [0, 125, 250, 500, 999]
 
 
 def test_dead_map_is_detected_and_frozen():

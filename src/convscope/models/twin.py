@@ -181,7 +181,8 @@ def input_extent(model: nn.Module, layers: Iterable[str], input_hw: tuple[int, i
         probe_input = probe_input.to(device=parameter.device, dtype=parameter.dtype)
     except StopIteration:
         pass
-    channels = getattr(model, "input_shape", (1,))[0]
+    spec = getattr(model, "convscope_spec", None)
+    channels = spec.channels if spec is not None else 1
     probe_input = probe_input.expand(1, channels, height, width).contiguous()
     with torch.no_grad(), Probe(model, names, detach=True) as probe:
         full = probe.run(probe_input)

@@ -57,8 +57,8 @@ class AscentResult:
         images: ``(N, 1, H, W)`` final images (standardised).
         losses: ``(steps + 1, N)`` objective of the image after ``t`` updates;
             rows after a member froze repeat its frozen value.
-        snapshots: ``(S, N, 1, H, W)`` images at ``snapshot_steps``.
-        snapshot_steps: the ``S`` steps (0, the reference's logarithmic steps, last).
+        snapshots: ``(S, N, C, H, W)`` images at ``snapshot_steps``.
+        snapshot_steps: the ``S`` steps (0, the reference's logarithmic steps, ``steps - 1``).
         converged_step: ``(N,)`` first step at which the convergence criterion
             had held for 4 successive steps; ``-1`` if never (or no criterion).
         dead_step: ``(N,)`` step at which a member was declared dead, ``-1`` if not.
@@ -87,17 +87,22 @@ class AscentResult:
         return self.final_loss > 0
 
 
-def report_steps(steps: int, n_report_steps: int = 8) -> list[int]:
-    """The reference's logarithmic reporting steps.
+def report_steps(steps: int, n_report_steps: int = 6) -> list[int]:
+    """The reference's logarithmic reporting steps, as the posts number them.
 
     ``n_el = floor(steps / 2**n_report_steps)``; reports at ``n_el * 2**j`` for
-    ``j < n_report_steps``, plus step 0 and the last step. For 600 steps and 8:
-    ``[0, 2, 4, 8, 16, 32, 64, 128, 256, 600]``. (When ``steps < 2**n`` the
-    reference's ``n_el`` is 0; we use 1 so the reports stay distinct.)
+    ``j < n_report_steps``, plus step 0 and the last step ``steps - 1`` (the loop
+    index of the last iteration). For 600 steps and 6 (the posts' 8 panels):
+    ``[0, 9, 18, 36, 72, 144, 288, 599]``. Step ``s`` shows the image after ``s``
+    updates, whose loss is ``losses[s]``. (When ``steps < 2**n`` the reference's
+    ``n_el`` is 0; we use 1 so the reports stay distinct.)
     """
+    if steps <= 0:
+        return [0]
     n_el = max(1, steps // (2**n_report_steps))
-    picked = {0, steps}
-    picked.update(n_el * 2**j for j in range(n_report_steps) if n_el * 2**j <= steps)
+    last = steps - 1
+    picked = {0, last}
+    picked.update(n_el * 2**j for j in range(n_report_steps) if n_el * 2**j <= last)
     return sorted(picked)
 
 
@@ -108,7 +113,7 @@ def reference_ascent(
     *,
     steps: int = 600,
     epsilon: float = 0.01,
-    n_report_steps: int = 8,
+    n_report_steps: int = 6,
     criterion: float | None = None,
     early_stop: bool = False,
     freeze: bool = True,

@@ -66,6 +66,7 @@ def modern_ascent(
     extra: obj.Objective | None = None,
     initial: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    generators: list[torch.Generator] | None = None,
     record_every: int = 10,
     progress: ProgressFn | None = None,
 ) -> ModernResult:
@@ -83,8 +84,10 @@ def modern_ascent(
         l1, tv: weights of the L1 and total-variation penalties (subtracted).
         blur_every: blur the pixels every k steps (pixel parametrisation only; 0 = off).
         extra: an extra term added to the optimised objective (e.g. ``-w * diversity(...)``).
-        initial: ``(n, 1, 28, 28)`` start images (default: reference random images).
+        initial: ``(n, C, H, W)`` start images (default: reference random images).
         generator: randomness (start, transforms).
+        generators: one generator per member for a random Fourier start (a member's
+            start then depends on its own generator only).
         record_every: record the clean objective every k steps (and at the end).
     """
     if parametrisation not in PARAMETRISATIONS:
@@ -103,7 +106,8 @@ def modern_ascent(
     if parametrisation == "pixel":
         image_param = PixelImage(initial.to(device), restandardize=optimizer == "normalized", standardize_render=True)
     else:
-        image_param = FourierImage(n, spec.size, spec.channels, generator=generator, initial=initial).to(device)
+        image_param = FourierImage(n, spec.size, spec.channels, generator=generator, generators=generators,
+                                   initial=initial).to(device)
     goal = clean_objective
     if l1:
         goal = goal - l1 * obj.l1()
@@ -249,9 +253,12 @@ def modern_oips(
                                   generator=unit_generator(seed, layer_name, "candidates"),
                                   dataset_images=dataset_images, epsilon=epsilon)
         initial = chosen.images
-    elif options.get("parametrisation", "pixel") == "pixel":
-        units = [m_ if k == 1 else f"{m_}#{j}" for m_ in maps.tolist() for j in range(k)]
+    units = [m_ if k == 1 else f"{m_}#{j}" for m_ in maps.tolist() for j in range(k)]
+    generators = None
+    if initial is None and options.get("parametrisation", "pixel") == "pixel":
         initial = unit_initial_images(seed, layer_name, units, size=spec.size, channels=spec.channels)
+    elif initial is None:
+        generators = [unit_generator(seed, layer_name, f"{unit}/fourier") for unit in units]
     groups = torch.arange(m).repeat_interleave(k)
     members = maps.repeat_interleave(k)
     compared = diversity_layer(model, layer_name) if k > 1 else None
@@ -259,7 +266,7 @@ def modern_oips(
     record_every = record_every or max(1, steps // 60)
     result = modern_ascent(
         model, obj.channels(layer_name, members), m * k, steps=steps, extra=extra, initial=initial,
-        generator=generator, record_every=record_every, progress=progress, **options,
+        generator=generator, generators=generators, record_every=record_every, progress=progress, **options,
     )
     similarity = None
     if k > 1:

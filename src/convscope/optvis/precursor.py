@@ -30,8 +30,9 @@ from convscope.device import model_device
 from convscope.models.twin import frozen_twin
 from convscope.optvis import objectives as obj
 from convscope.optvis.ascent import reference_ascent
-from convscope.optvis.init import LONG_SCALE_WEIGHTS, REFERENCE_SCALES, random_initial_images
+from convscope.optvis.init import LONG_SCALE_WEIGHTS, random_initial_images, reference_scales
 from convscope.probe import Probe
+from convscope.spec import spec_of
 
 SOURCE_RANDOM = "random"
 SOURCE_DATASET = "dataset"
@@ -44,7 +45,7 @@ class PrecursorResult:
     """Chosen initial images for a list of maps.
 
     Attributes:
-        images: ``(M, 1, H, W)`` standardised initial images, one per map.
+        images: ``(M, C, H, W)`` standardised initial images, one per map.
         scores: ``(M,)`` map mean activation of the chosen image.
         source: per map, where the image came from: ``"random"`` (best random
             candidate), ``"dataset"``, ``"preactivation"`` (pre-ReLU ascent made
@@ -91,7 +92,7 @@ def precursor_starts(
     map_indices: Sequence[int] | torch.Tensor,
     *,
     n_candidates: int = 512,
-    scales: Sequence[int] = REFERENCE_SCALES,
+    scales: Sequence[int] | None = None,
     weights: Sequence[float] = LONG_SCALE_WEIGHTS,
     generator: torch.Generator | None = None,
     dataset_images: torch.Tensor | None = None,
@@ -108,7 +109,7 @@ def precursor_starts(
         n_candidates: random long-scale candidates (shared by all maps: one forward
             pass scores every map).
         scales, weights: the candidates' fluctuations (default: the reference's
-            "large-scale only" weights 0.2, 0.2, 0, 0).
+            scales for the input size with the "large-scale only" weights 0.2, 0.2, 0, 0).
         generator: randomness (seeded for repeatable runs).
         dataset_images: optional ``(N, 1, H, W)`` preprocessed dataset images,
             tried for maps that no random candidate triggers.
@@ -122,8 +123,11 @@ def precursor_starts(
         A :class:`PrecursorResult` in the order of ``map_indices``.
     """
     maps = torch.as_tensor(list(map_indices) if not isinstance(map_indices, torch.Tensor) else map_indices, dtype=torch.long)
+    spec = spec_of(model)
+    scales = tuple(scales) if scales is not None else reference_scales(spec.height)
     if candidates is None:
-        candidates = random_initial_images(n_candidates, scales=scales, weights=weights, generator=generator)
+        candidates = random_initial_images(n_candidates, scales=scales, weights=weights, size=spec.size,
+                                           channels=spec.channels, generator=generator)
     candidates = candidates.to(model_device(model))
     scorer = frozen_twin(model)  # channels-last forward passes: ≈ 5× faster max-pooling on CPU
     all_scores = score_maps(scorer, layer, candidates)[:, maps]  # (K, M)

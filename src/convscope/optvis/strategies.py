@@ -42,9 +42,9 @@ class CoarseToFineResult:
     """What :func:`coarse_to_fine_ascent` returns.
 
     Attributes:
-        images: ``(N, 1, 28, 28)`` final images (standardised).
+        images: ``(N, C, H, W)`` final images (standardised).
         losses: ``(total_steps + 1, N)`` objective history (at model resolution).
-        stage_images: one ``(N, 1, 28, 28)`` tensor per stage end (upscaled).
+        stage_images: one ``(N, C, H, W)`` tensor per stage end (upscaled).
         stage_starts: step index at which each stage began.
         final_loss: ``(N,)``.
         params: parameters used.
@@ -63,15 +63,16 @@ def coarse_to_fine_ascent(
     objective: obj.Objective,
     n: int,
     *,
-    resolutions: Sequence[int] = DEFAULT_RESOLUTIONS,
+    resolutions: Sequence[int] | None = None,
     stage_steps: Sequence[int] = DEFAULT_STAGE_STEPS,
     enrich_weight: float = 0.5,
     epsilon: float = 0.01,
-    size: int = 28,
+    size: int | tuple[int, int] | None = None,
     generator: torch.Generator | None = None,
+    generators: Sequence[torch.Generator] | None = None,
     initial: torch.Tensor | None = None,
     progress: ProgressFn | None = None,
-    channels: int = 1,
+    channels: int | None = None,
 ) -> CoarseToFineResult:
     """Strategy 1 for a batch of ``n`` members (``objective`` may be batched).
 
@@ -79,28 +80,55 @@ def coarse_to_fine_ascent(
         model: the network.
         objective: scores ``(n,)`` at model resolution.
         n: number of members.
-        resolutions: image resolution per stage (must not decrease).
+        resolutions: image height per stage (must not decrease; the width keeps the
+            input's aspect). Default: a quarter, half, full, full of the input height
+            (7, 14, 28, 28 for 28×28).
         stage_steps: ascent steps per stage.
         enrich_weight: weight of the fresh fluctuations added when the resolution
             grows (relative to the standardised image, std 1). At the first stage
             the image is 3×3-scale plus first-resolution fluctuations.
         epsilon: step size (unit-RMS gradient, as strategy 0).
-        generator: randomness.
-        initial: optional ``(n, 1, r0, r0)`` first-stage image instead of random.
+        size: the model's input ``H`` or ``(H, W)`` (default: its spec).
+        generator: randomness shared by the batch.
+        generators: one generator per member instead (its start and fresh
+            fluctuations then depend on that member only).
+        initial: optional ``(n, C, r0, w0)`` first-stage image instead of random.
+        channels: image channels (default: the spec's).
 
     Returns:
         :class:`CoarseToFineResult`.
     """
+    spec = spec_of(model)
+    full = spec.size if size is None else ((size, size) if isinstance(size, int) else (int(size[0]), int(size[1])))
+    channels = spec.channels if channels is None else channels
+    if resolutions is None:
+        resolutions = DEFAULT_RESOLUTIONS if full[0] == 28 else (max(1, full[0] // 4), max(1, full[0] // 2), full[0], full[0])
+    if generators is not None and len(generators) != n:
+        raise ValueError(f"{len(generators)} generators for {n} members")
     if len(resolutions) != len(stage_steps) or not resolutions:
         raise ValueError("give one step count per resolution stage (at least one stage)")
     if any(b < a for a, b in zip(resolutions, resolutions[1:])):
         raise ValueError(f"resolutions must not decrease; got {list(resolutions)}")
     device = model_device(model)
     model = gradient_twin(model, objective.layers)
+    def shape_at(resolution: int) -> tuple[int, int]:
+        return (resolution, max(1, round(resolution * full[1] / full[0])))
+
+    def draw(count_scale: int, size_hw: tuple[int, int], first_stage: bool) -> torch.Tensor:
+        """Fluctuations for every member: the start (two scales) or a stage's fresh detail."""
+        sources = [(1, g) for g in generators] if generators is not None else [(n, generator)]
+        parts = []
+        for count, g in sources:
+            if first_stage:
+                parts.append(random_initial_images(count, scales=(3, count_scale), weights=(0.5, 0.5), size=size_hw,
+                                                   channels=channels, generator=g))
+            else:
+                parts.append(random_fluctuations(count, count_scale, size=size_hw, channels=channels, generator=g))
+        return torch.cat(parts)
+
     first = resolutions[0]
     if initial is None:
-        image = random_initial_images(n, scales=(3, first), weights=(0.5, 0.5), size=first, channels=channels,
-                                      generator=generator)
+        image = draw(first, shape_at(first), True)
     else:
         image = standardize(initial.float())
     image = image.to(device)
@@ -110,9 +138,9 @@ def coarse_to_fine_ascent(
     stage_starts: list[int] = []
     step = 0
     for stage, (resolution, n_steps) in enumerate(zip(resolutions, stage_steps)):
-        if image.shape[-1] != resolution:
-            image = upscale(image, resolution)
-            fresh = random_fluctuations(n, resolution, size=resolution, channels=channels, generator=generator).to(device)
+        if tuple(image.shape[-2:]) != shape_at(resolution):
+            image = upscale(image, shape_at(resolution))
+            fresh = draw(resolution, shape_at(resolution), False).to(device)
             image = standardize(image + enrich_weight * fresh)
         stage_starts.append(step)
         offset = step
@@ -122,14 +150,14 @@ def coarse_to_fine_ascent(
                 progress(offset + done, total, n)
 
         run = optimize(
-            model, objective, UpscaledImage(image, (size, size)), steps=n_steps, step_rule=NormalizedAscent(epsilon),
+            model, objective, UpscaledImage(image, full), steps=n_steps, step_rule=NormalizedAscent(epsilon),
             callbacks=[ProgressCallback(stage_progress)], freeze=False, pad_single=False,
         )
         losses[step : step + n_steps] = run.losses[:n_steps]
         step += n_steps
         image = run.parametrisation.current
-        stage_images.append(_to_size(image, size).detach().cpu())
-    final = _to_size(image, size)
+        stage_images.append(_to_size(image, full).detach().cpu())
+    final = _to_size(image, full)
     losses[step] = run.losses[n_steps]
     final = standardize(final).detach().cpu()
     params = {
@@ -143,8 +171,8 @@ def coarse_to_fine_ascent(
     return CoarseToFineResult(final, losses, stage_images, stage_starts, losses[step].clone(), params)
 
 
-def _to_size(image: torch.Tensor, size: int) -> torch.Tensor:
-    return upscale(image, size) if image.shape[-1] != size else image
+def _to_size(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return upscale(image, size) if tuple(image.shape[-2:]) != tuple(size) else image
 
 
 @dataclass

@@ -42,7 +42,7 @@ class Profile:
     oip_steps: int = 160
     oip_epsilon: float = 0.04
     oip_criterion: float = 2e-4
-    oip_report_steps: int = 8
+    oip_report_steps: int = 6
     precursor_candidates: int = 256
     precursor_dataset: int = 1000
     precursor_preactivation_steps: int = 100

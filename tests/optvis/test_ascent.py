@@ -112,8 +112,9 @@ def test_images_stay_standardised_and_snapshots_match_history(shipped_model):
     flat = result.images.reshape(2, -1)
     assert torch.allclose(flat.mean(1), torch.zeros(2), atol=1e-5)
     assert torch.allclose(flat.std(1, unbiased=False), torch.ones(2), atol=1e-4)
-    assert result.snapshot_steps == [0, 5, 10, 20, 40]
+    assert result.snapshot_steps == [0, 5, 10, 20, 39]
     assert torch.equal(result.snapshots[0], start)
-    assert torch.equal(result.snapshots[-1], result.images)
-    rescored = obj.channels("Conv2D_2", [1, 2])(shipped_model, result.snapshots[2]).detach().double()
-    assert torch.allclose(rescored, result.losses[10], atol=1e-5)
+    assert not torch.equal(result.snapshots[-1], result.images)  # step 39: one update before the end
+    for i, step in enumerate(result.snapshot_steps):  # snapshot s is the image whose loss is losses[s]
+        rescored = obj.channels("Conv2D_2", [1, 2])(shipped_model, result.snapshots[i]).detach().double()
+        assert torch.allclose(rescored, result.losses[step], atol=1e-5)

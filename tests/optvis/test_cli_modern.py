@@ -6,6 +6,7 @@ reference path, and bad options are refused with one clear usage error."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from itertools import combinations
 
 import numpy as np
@@ -40,7 +41,8 @@ def test_fourier_adam_transforms_raise_the_map_and_the_manifest_is_the_saved_ima
     printed = json.loads(run.stdout)
     manifest = json.loads((out / "manifest.json").read_text())
     assert {k: v for k, v in printed.items() if k not in ("files", "seconds")} == {
-        k: v for k, v in manifest.items() if k != "seconds"}
+        k: v for k, v in manifest.items() if k not in ("files", "seconds")}
+    assert printed["files"] == manifest["files"] and all(Path(f).is_file() for f in printed["files"])
     info = manifest["layers"]["Conv2D_3"]
     params = info["params"]
     assert manifest["strategy"] == "modern" and params["algorithm"] == "modern"

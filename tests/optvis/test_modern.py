@@ -10,13 +10,16 @@ from convscope.optvis.modern import FourierImage, diversity, gaussian_blur, mode
 
 
 def test_fourier_image_is_standardised_and_1_over_f():
-    image = FourierImage(3, generator=torch.Generator().manual_seed(0))().detach()
+    image = FourierImage(3, generator=torch.Generator().manual_seed(0)).images().detach()
     flat = image.reshape(3, -1)
     assert image.shape == (3, 1, 28, 28)
     assert torch.allclose(flat.mean(1), torch.zeros(3), atol=1e-5)
     assert torch.allclose(flat.std(1, unbiased=False), torch.ones(3), atol=5e-3)
     # 1/f: low frequencies dominate, so neighbouring pixels are strongly correlated
     assert float(torch.corrcoef(torch.stack([image[:, 0, :, :-1].flatten(), image[:, 0, :, 1:].flatten()]))[0, 1]) > 0.5
+    rgb = FourierImage(2, (20, 30), 3, generator=torch.Generator().manual_seed(1)).images()
+    assert rgb.shape == (2, 3, 20, 30)
+    assert torch.allclose(rgb.reshape(2, -1).std(1, unbiased=False), torch.ones(2), atol=5e-3)
 
 
 def test_blur_and_transforms_keep_shape_and_mass():

@@ -103,11 +103,14 @@ def test_random_roll_rolls_by_the_drawn_shift():
 
 
 def _independent_jittered_ascent(model, classes, steps, epsilon, jitter, seed):
-    """The class ascent written out: noise start, then per step a random roll of the
+    """The class ascent written out: a noise start per class (seeded by (seed, class)),
+    then per step a random roll of the
     whole batch by (dy, dx) in [-jitter, jitter], the gradient of the class logits
     through the roll, a unit-RMS step, per-image re-standardisation."""
-    generator = torch.Generator().manual_seed(seed)
-    x = random_initial_images(len(classes), generator=generator)
+    from convscope.optvis.init import unit_generator, unit_initial_images
+
+    generator = unit_generator(seed, "logits", "jitter")  # the batch's jitter
+    x = unit_initial_images(seed, "logits", classes)  # each class's own start
     rows = torch.arange(len(classes))
     for _ in range(steps):
         shift = torch.randint(-jitter, jitter + 1, (2,), generator=generator)

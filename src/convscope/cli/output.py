@@ -97,10 +97,10 @@ def write_result(result: Result, out_dir: Path, *, prefix: str = "", figures: bo
             save_npy(path, array)
             written.append(path)
     path = out_dir / f"{prefix}{result.kind}.json"
+    written.append(path)
     data = result.to_json()
     data["files"] = [str(p) for p in written]
     write_json(path, data)
-    written.append(path)
     return written
 
 

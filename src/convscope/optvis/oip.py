@@ -116,6 +116,8 @@ def compute_oips(
     chunk_size: int = 512,
     n_report_steps: int = 6,
     progress: ProgressFn | None = None,
+    candidate_scales: Sequence[int] | None = None,
+    candidate_weights: Sequence[float] | None = None,
 ) -> LayerOIPs:
     """OIPs of ``map_indices`` (default: all maps) of ``layer``.
 
@@ -131,6 +133,8 @@ def compute_oips(
             ``False`` = the reference: one random start per map with ``scales``/``weights``
             (``scales`` default: the reference's 3, 7, 14, 28 scaled to the input size).
         n_candidates, dataset_images, preactivation_steps: precursor options.
+        candidate_scales, candidate_weights: the precursor candidates' fluctuations
+            (default: the reference's scales with the long-scale weights 0.2, 0.2, 0, 0).
         chunk_size: at most this many maps per batch (bounds memory).
         progress: ``progress(step, steps, active)`` (per chunk).
 
@@ -144,6 +148,8 @@ def compute_oips(
         chosen = precursor_starts(
             model, layer_name, maps, n_candidates=n_candidates, generator=unit_generator(seed, layer_name, "candidates"),
             dataset_images=dataset_images, preactivation_steps=preactivation_steps, epsilon=epsilon,
+            **({} if candidate_scales is None else {"scales": candidate_scales}),
+            **({} if candidate_weights is None else {"weights": candidate_weights}),
         )
         initial = chosen.images
     else:

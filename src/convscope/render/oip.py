@@ -21,14 +21,33 @@ from convscope.render.figure import new_figure, new_subplots
 from convscope.render.inside import _np  # tensor/array → float64 ndarray
 
 DEAD_COLOR = "#ff3b30"
+SILENT_COLOR = "#ff9500"
 
 
 def _image(values) -> np.ndarray:
-    """``(1, H, W)`` / ``(H, W)`` → ``(H, W)``."""
+    """``(1, H, W)`` / ``(H, W)`` → ``(H, W)``; ``(3, H, W)`` → ``(H, W, 3)`` (colour)."""
     array = _np(values)
+    if array.ndim == 3 and array.shape[0] == 3:
+        return np.moveaxis(array, 0, -1)
     while array.ndim > 2:
         array = array[0]
     return array
+
+
+def is_colour(values) -> bool:
+    """Whether ``values`` (``(C, H, W)`` or ``(H, W[, 3])``) is an RGB picture."""
+    shape = np.shape(values)
+    return (len(shape) == 3 and shape[0] == 3) or (len(shape) == 3 and shape[-1] == 3 and shape[0] != 1)
+
+
+def to_rgb(image, low: float | None = None, high: float | None = None) -> np.ndarray:
+    """An RGB image in any value range (``(3, H, W)`` or ``(H, W, 3)``) → ``(H, W, 3)``
+    in 0..1 for display: the joint min–max of all channels, or ``low..high`` percentiles."""
+    array = _np(image)
+    if array.ndim == 3 and array.shape[0] == 3 and array.shape[-1] != 3:
+        array = np.moveaxis(array, 0, -1)
+    lo, hi = (float(array.min()), float(array.max())) if low is None else np.percentile(array, [low, high])
+    return np.clip((array - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(array)
 
 
 def contrast_enhance(image, low: float = 2.0, high: float = 98.0) -> np.ndarray:
@@ -51,17 +70,25 @@ def oip_views(image, *, title: str = "", subtitle: str = "") -> Figure:
     """
     array = _image(image)
     fig, axes = new_subplots(1, 3, figsize=(10.5, 3.8), layout="constrained")
-    views = [
-        ("viridis", array, "viridis", "value (std units)"),
-        ("gray", array, "gray", "value (std units)"),
-        ("contrast-enhanced", contrast_enhance(array), "gray", "2–98 % stretched"),
-    ]
+    if array.ndim == 3:  # colour: the picture, stretched, and its channel mean
+        views = [
+            ("colour", to_rgb(array), None, None),
+            ("contrast-enhanced", to_rgb(array, 2.0, 98.0), None, None),
+            ("channel mean (viridis)", array.mean(axis=2), "viridis", "value (std units)"),
+        ]
+    else:
+        views = [
+            ("viridis", array, "viridis", "value (std units)"),
+            ("gray", array, "gray", "value (std units)"),
+            ("contrast-enhanced", contrast_enhance(array), "gray", "2–98 % stretched"),
+        ]
     for ax, (name, data, cmap, label) in zip(axes, views):
         shown = ax.imshow(data, cmap=cmap, interpolation="nearest")
         ax.set_title(name, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).set_label(label, fontsize=8)
+        if label is not None:
+            fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03).set_label(label, fontsize=8)
     fig.suptitle(f"OIP {title}" + (f"\n{subtitle}" if subtitle else ""), fontsize=11)
     return fig
 
@@ -70,7 +97,7 @@ def evolution_strip(snapshots, steps: Sequence[int], losses=None, *, title: str 
     """The image at the reference's logarithmic report steps.
 
     Args:
-        snapshots: ``(S, 1, H, W)`` images of one member.
+        snapshots: ``(S, C, H, W)`` images of one member (C = 1 or 3).
         steps: the ``S`` step numbers.
         losses: optional ``(T,)`` loss history to print the loss under each panel.
     """
@@ -80,7 +107,8 @@ def evolution_strip(snapshots, steps: Sequence[int], losses=None, *, title: str 
     fig, axes = new_subplots(1, n, figsize=(1.45 * n + 0.6, 2.3), layout="constrained")
     axes = np.atleast_1d(axes)
     for ax, frame, step in zip(axes, frames, steps):
-        ax.imshow(_image(frame), cmap=cmap, interpolation="nearest")
+        picture = _image(frame)
+        ax.imshow(to_rgb(picture) if picture.ndim == 3 else picture, cmap=cmap, interpolation="nearest")
         label = f"step {step}"
         if history is not None and step < len(history):
             label += f"\nloss {history[step]:.3g}"
@@ -153,23 +181,29 @@ def _cross_out(ax, h: int, w: int) -> None:
 
 
 def layer_gallery(
-    images, map_indices: Sequence[int], final_loss, *, title: str = "", per_row: int | None = None, cmap: str = "viridis"
+    images, map_indices: Sequence[int], final_loss, *, title: str = "", per_row: int | None = None, cmap: str = "viridis",
+    fires_on_data: Sequence[bool] | None = None,
 ) -> Figure:
-    """All OIPs of a layer in a grid; maps whose OIP stays at 0 are crossed out in red.
+    """All OIPs of a layer in a grid; maps whose OIP stays at 0 are crossed out in red
+    — or, when ``fires_on_data`` says the map did fire on some dataset image, framed
+    in orange ("0 here, fires on data": its OIP search failed, the map is not dead).
 
     Each cell is coloured on its own value range (as a separate ``imshow`` would)
     and the cells are pasted into one mosaic drawn in a single axes — hundreds of
     subplots would take seconds to lay out and save.
 
     Args:
-        images: ``(M, 1, H, W)``.
+        images: ``(M, C, H, W)`` (C = 1: coloured with ``cmap``; C = 3: colour).
         map_indices: the ``M`` map numbers (cell labels).
         final_loss: ``(M,)``; a map with loss ≤ 0 is marked dead.
+        fires_on_data: ``(M,)`` whether each map fires on some dataset image.
     """
     frames = _np(images)
-    frames = frames.reshape(frames.shape[0], frames.shape[-2], frames.shape[-1])
+    colour = frames.ndim == 4 and frames.shape[1] == 3
+    frames = np.moveaxis(frames, 1, -1) if colour else frames.reshape(frames.shape[0], frames.shape[-2], frames.shape[-1])
     losses = _np(final_loss).reshape(-1)
-    n, h, w = frames.shape
+    n, h, w = frames.shape[:3]
+    fires = [False] * n if fires_on_data is None else [bool(f) for f in fires_on_data]
     per_row = per_row or (16 if n > 64 else 8 if n > 16 else max(1, n))
     rows = math.ceil(n / per_row)
     gap_x, gap_y = max(2, w // 8), max(6, h // 3)  # room between cells and for the labels
@@ -178,27 +212,33 @@ def layer_gallery(
     colormap = colormaps.get_cmap(cmap)
     for i in range(n):
         frame = frames[i]
+        top, left = (i // per_row) * cell_h + gap_y, (i % per_row) * cell_w
+        if colour:
+            mosaic[top : top + h, left : left + w, :3] = to_rgb(frame)
+            continue
         lo, hi = float(frame.min()), float(frame.max())
         scaled = (frame - lo) / (hi - lo) if hi > lo else np.zeros_like(frame)
-        top, left = (i // per_row) * cell_h + gap_y, (i % per_row) * cell_w
         mosaic[top : top + h, left : left + w] = colormap(scaled)
     fig, ax = new_subplots(figsize=(per_row * 0.95, rows * 1.1 + 0.5))
     ax.imshow(mosaic, interpolation="nearest")
     ax.axis("off")
     for i in range(n):
         top, left = (i // per_row) * cell_h + gap_y, (i % per_row) * cell_w
-        dead = not losses[i] > 0
-        colour = DEAD_COLOR if dead else "black"
-        ax.text(left + w / 2 - 0.5, top - 1.5, f"{map_indices[i]}", ha="center", va="bottom", fontsize=7, color=colour)
+        zero = not losses[i] > 0
+        dead = zero and not fires[i]
+        edge = DEAD_COLOR if dead else SILENT_COLOR if zero else "black"
+        ax.text(left + w / 2 - 0.5, top - 1.5, f"{map_indices[i]}", ha="center", va="bottom", fontsize=7, color=edge)
         box_x, box_y = [left - 0.5, left + w - 0.5], [top - 0.5, top + h - 0.5]
-        ax.add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False, edgecolor=colour, lw=2.5 if dead else 0.6))
+        ax.add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False, edgecolor=edge, lw=2.5 if zero else 0.6))
         if dead:
             ax.plot(box_x, box_y, color=DEAD_COLOR, lw=1.5)
             ax.plot(box_x, box_y[::-1], color=DEAD_COLOR, lw=1.5)
     ax.set_xlim(-1, mosaic.shape[1])
     ax.set_ylim(mosaic.shape[0], 0)
     alive = int((losses > 0).sum())
-    fig.suptitle(f"{title} — {alive} of {n} maps reach a non-zero OIP (red ✕: never reacted)".strip(" —"), fontsize=11)
+    silent = sum(1 for i in range(n) if not losses[i] > 0 and fires[i])
+    legend = "red ✕: never fires" + (f"; orange: 0 here but fires on data ({silent})" if silent else "")
+    fig.suptitle(f"{title} — {alive} of {n} maps reach a non-zero OIP ({legend})".strip(" —"), fontsize=11)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.55 / (rows * 1.1 + 0.5))
     return fig
 
@@ -220,7 +260,7 @@ def diversity_gallery(
     """
     frames = _np(images)
     if frames.ndim == 5:
-        frames = frames[:, :, 0]
+        frames = np.moveaxis(frames, 2, -1) if frames.shape[2] == 3 else frames[:, :, 0]
     m, k = frames.shape[:2]
     losses = _np(final_loss).reshape(m, k)
     sims = None if similarity is None else _np(similarity).reshape(m)
@@ -236,13 +276,14 @@ def diversity_gallery(
                 if i >= m:
                     ax.axis("off")
                     continue
-                ax.imshow(frames[i, j], cmap=cmap, interpolation="nearest")
+                picture = frames[i, j]
+                ax.imshow(to_rgb(picture) if picture.ndim == 3 else picture, cmap=cmap, interpolation="nearest")
                 ax.set_xticks([])
                 ax.set_yticks([])
                 dead = not losses[i, j] > 0
                 ax.set_title(f"#{j}: {losses[i, j]:.3g}", fontsize=7, color=DEAD_COLOR if dead else "black", pad=1.5)
                 if dead:
-                    _cross_out(ax, *frames[i, j].shape)
+                    _cross_out(ax, *picture.shape[:2])
             if i < m:
                 label = f"map {map_indices[i]}" + ("" if sims is None else f"\nsim {sims[i]:.2f}")
                 axes[row, 0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
@@ -252,9 +293,10 @@ def diversity_gallery(
     return fig
 
 
-def class_grid(images, classes: Sequence[int], probabilities=None, logits=None, *, title: str = "", cmap: str = "viridis") -> Figure:
+def class_grid(images, classes: Sequence[int | str], probabilities=None, logits=None, *, title: str = "", cmap: str = "viridis") -> Figure:
     """Class visualisations in a 2×5 grid (or ``ceil(C/5)`` rows), labelled with
-    the class and, if given, the model's probability/logit for it."""
+    the class (its name) and, if given, the model's probability/logit for it;
+    RGB models' patterns in colour."""
     frames = _np(images)
     n = frames.shape[0]
     cols = min(5, n)
@@ -266,7 +308,8 @@ def class_grid(images, classes: Sequence[int], probabilities=None, logits=None, 
     logit_values = None if logits is None else _np(logits)
     for i in range(n):
         ax = axes.flat[i]
-        ax.imshow(_image(frames[i]), cmap=cmap, interpolation="nearest")
+        picture = _image(frames[i])
+        ax.imshow(to_rgb(picture) if picture.ndim == 3 else picture, cmap=cmap, interpolation="nearest")
         label = f"class {classes[i]}"
         if logit_values is not None:
             label += f"\nlogit {logit_values[i]:.1f}"
@@ -277,19 +320,43 @@ def class_grid(images, classes: Sequence[int], probabilities=None, logits=None, 
     return fig
 
 
-def strategy_comparison(loss_a, loss_b, *, label_a: str = "strategy 0", label_b: str = "strategy 1", title: str = "") -> Figure:
-    """Scatter of per-map final activation, strategy A vs B, with the diagonal."""
-    a, b = _np(loss_a), _np(loss_b)
-    fig, ax = new_subplots(figsize=(5, 5), layout="constrained")
+def strategy_comparison(
+    loss_a, loss_b, *, label_a: str = "strategy 0", label_b: str = "strategy 1", title: str = "",
+    map_indices: Sequence[int] | None = None, label_top: int = 12,
+) -> Figure:
+    """Scatter of per-map final activation, strategy A vs B, with the diagonal.
+
+    Maps dead under both sit at (0, 0): they are drawn as one marked point with
+    their count (the axes start just below 0 so nothing hides on the frame). The
+    ``label_top`` maps farthest from the diagonal are labelled with their index.
+    """
+    a, b = _np(loss_a).reshape(-1), _np(loss_b).reshape(-1)
+    maps = list(range(len(a))) if map_indices is None else list(map_indices)
+    fig, ax = new_subplots(figsize=(5.4, 5.2), layout="constrained")
     top = max(float(a.max(initial=0)), float(b.max(initial=0))) * 1.05 + 1e-9
+    pad = 0.03 * top
     ax.plot([0, top], [0, top], color="#888", lw=1, ls="--", label="equal")
-    ax.scatter(a, b, s=12, alpha=0.7)
-    ax.set_xlim(0, top)
-    ax.set_ylim(0, top)
+    both_dead = (a <= 0) & (b <= 0)
+    ax.scatter(a[~both_dead], b[~both_dead], s=14, alpha=0.75, label="maps")
+    if both_dead.any():
+        ax.scatter([0], [0], s=60, marker="X", color=DEAD_COLOR, zorder=3,
+                   label=f"dead under both ({int(both_dead.sum())}: {_short_list([maps[i] for i in np.flatnonzero(both_dead)])})")
+    distance = np.abs(b - a)
+    for i in np.argsort(-distance)[: max(0, label_top)]:
+        if both_dead[i] or distance[i] <= 0:
+            continue
+        ax.annotate(str(maps[i]), (a[i], b[i]), textcoords="offset points", xytext=(3, 3), fontsize=7, color="#333")
+    ax.set_xlim(-pad, top)
+    ax.set_ylim(-pad, top)
     ax.set_xlabel(f"{label_a}: final activation")
     ax.set_ylabel(f"{label_b}: final activation")
     wins = int((b > a).sum())
-    ax.set_title(f"{title}\n{label_b} higher on {wins} of {len(a)} maps".strip(), fontsize=10)
+    ax.set_title(f"{title}\n{label_b} higher on {wins} of {len(a)} maps (labels: map index)".strip(), fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=7, loc="upper left")
     return fig
+
+
+def _short_list(values: Sequence[int], limit: int = 6) -> str:
+    shown = ", ".join(str(v) for v in values[:limit])
+    return shown + (" …" if len(values) > limit else "")

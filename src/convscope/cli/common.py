@@ -26,6 +26,7 @@ MODEL_HELP = (
     "Default: the shipped Model A."
 )
 _MODEL_ARGS_KEY = "convscope.model_args"
+_MODEL_ARGS_USED_KEY = "convscope.model_args_used"
 # click parameter name -> spec field (the flags themselves are in _spec_flag_options)
 _SPEC_PARAMS = {
     "spec_input_shape": "input_shape", "spec_class_names": "class_names", "spec_num_classes": "num_classes",
@@ -138,6 +139,7 @@ def model_args() -> ModelArgs:
     ctx = click.get_current_context(silent=True)
     while ctx is not None:
         if _MODEL_ARGS_KEY in ctx.meta:
+            ctx.meta[_MODEL_ARGS_USED_KEY] = True
             return ctx.meta[_MODEL_ARGS_KEY]
         ctx = ctx.parent
     return ModelArgs()
@@ -152,13 +154,22 @@ def spec_options(func: F) -> F:
     conflicting flags are click usage errors naming the flag) and kept for
     :func:`load_model_or_fail` / :func:`model_args`.
     """
+    from convscope.models.loading import SPEC_FLAGS
     from convscope.spec import CONVERSIONS, PREPROCESSINGS
 
     @functools.wraps(func)
     def collect(*args: Any, **kwargs: Any) -> Any:
         values = {name: kwargs.pop(name) for name in _MODEL_PARAMS if name in kwargs}
-        click.get_current_context().meta[_MODEL_ARGS_KEY] = _model_args(values)
-        return func(*args, **kwargs)
+        ctx = click.get_current_context()
+        given = ctx.meta[_MODEL_ARGS_KEY] = _model_args(values)
+        result = func(*args, **kwargs)
+        if (given.weights is not None or given.spec_fields) and not ctx.meta.get(_MODEL_ARGS_USED_KEY):
+            # a command that loads its model another way: never let the flags be ignored silently
+            flags = (["--weights"] if given.weights is not None else []) + [
+                "--class-names" if key == "class_names" else SPEC_FLAGS[key] for key in given.spec_fields]
+            echo_err(f"warning: this command did not read {', '.join(flags)}; "
+                     f"{'it was' if len(flags) == 1 else 'they were'} ignored")
+        return result
 
     # applied last first: --help lists them in this order
     options = [

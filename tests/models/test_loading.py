@@ -221,6 +221,40 @@ def test_factory_forms_module_spec_dict_and_wrapped(tmp_path):
     assert folder not in sys.path  # the file's folder is not left on sys.path
 
 
+def test_factory_spec_overrides_and_dtypes(tmp_path):
+    path = _write(tmp_path, "more.py", """
+        import torch
+        from torch import nn
+        import convscope
+        from convscope.models import build_model
+
+        def rgb():
+            net = nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 2))
+            return net, {"input_shape": (3, 8, 8), "class_names": ["cat", "dog"], "preprocessing": "meanstd",
+                         "mean": (0.5, 0.5, 0.5), "std": (0.2, 0.2, 0.2)}
+
+        def double():
+            return nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).double()
+
+        def seed():
+            torch.manual_seed(0)
+            return build_model("seed_cnn")
+        """)
+    spec = spec_of(load_any(f"{path}:rgb"))
+    assert spec.preprocessing == "meanstd" and spec.mean == (0.5, 0.5, 0.5)
+    spec = spec_of(load_any(f"{path}:rgb", spec_fields={"preprocessing": "unit"}))
+    assert spec.preprocessing == "unit" and spec.mean is None and spec.std is None
+    with pytest.raises(ModelLoadError, match=r"parameters are float64; .*return model.float\(\) from double\(\)"):
+        load_any(f"{path}:double", spec_fields={"input_shape": (1, 2, 2)})
+    # a registered architecture from a factory is saved under its own name
+    model = load_any(f"{path}:seed", spec_fields={"preprocessing": "standardize"})
+    save_model(model, tmp_path / "seed")
+    assert json.loads((tmp_path / "seed.json").read_text())["architecture"] == "seed_cnn"
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(load_any(tmp_path / "seed")(x), model(x))
+
+
 def test_two_factory_files_with_the_same_name_do_not_clash(tmp_path):
     for sub, classes in (("a", 3), ("b", 5)):
         (tmp_path / sub).mkdir()
@@ -401,6 +435,8 @@ def test_graph_files_are_checked_like_any_native_file(tmp_path, keras_a):
     config_path.write_text(json.dumps(data))
     with pytest.raises(ModelLoadError, match=r"cannot run on an input of shape \(N, 1, 32, 32\)"):
         load_any(config_path)
+    with pytest.raises(ModelFileError, match=r"cannot run on an input of shape \(N, 1, 32, 32\)"):
+        load_model(config_path)  # the native loader checks a graph model by itself
     data = json.loads(original)
     data["graph"]["root"]["children"][0]["module"]["children"][0]["module"]["out_channels"] = 16
     config_path.write_text(json.dumps(data))

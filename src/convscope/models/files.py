@@ -187,7 +187,7 @@ def model_to_bytes(model: nn.Module, config: ModelConfig) -> tuple[bytes, ModelC
     return weights, config
 
 
-def _with_spec(config: ModelConfig, spec: ModelSpec) -> ModelConfig:
+def config_with_spec(config: ModelConfig, spec: ModelSpec) -> ModelConfig:
     """``config`` with its spec fields taken from ``spec`` (the spec attached to a model is authoritative)."""
     return dataclasses.replace(
         config,
@@ -202,7 +202,7 @@ def native_config(model: nn.Module, config: ModelConfig | None = None) -> ModelC
     """The config under which ``model`` is saved as native files.
 
     A model of a registered architecture (exactly :class:`~convscope.models.SeedCNN`
-    or :class:`~convscope.models.ModelB`) keeps its architecture name; any other
+    or :class:`~convscope.models.ModelB`) is saved under that name; any other
     model is saved as ``architecture="graph"`` with its layer tree
     (:func:`convscope.models.graph.describe`) in ``config.graph``.
 
@@ -220,12 +220,13 @@ def native_config(model: nn.Module, config: ModelConfig | None = None) -> ModelC
         spec = getattr(model, SPEC_ATTRIBUTE, None)
         config = getattr(model, "config", None)
         if isinstance(config, ModelConfig):
-            config = _with_spec(config, spec) if isinstance(spec, ModelSpec) else config
+            config = config_with_spec(config, spec) if isinstance(spec, ModelSpec) else config
         else:
             config = default_config(model)
-    registered = ARCHITECTURES.get(config.architecture) if isinstance(config.architecture, str) else None
-    if registered is not None and type(model) is registered:
-        return dataclasses.replace(config, graph=None)
+    for name, architecture in ARCHITECTURES.items():
+        if type(model) is architecture:
+            return dataclasses.replace(config, architecture=name, graph=None,
+                                       layer_names=[child for child, _ in model.named_children()])
     from convscope.models.graph import GraphError, describe
 
     try:

@@ -376,6 +376,8 @@ def complete_spec(
         preprocessing = defaults["preprocessing"] = DEFAULT_PREPROCESSING
     if preprocessing == "meanstd" and (given.get("mean") is None or given.get("std") is None):
         raise ModelLoadError(f"{where}: preprocessing 'meanstd' needs --mean and --std (one value per channel, 0..1 scale)")
+    if preprocessing != "meanstd" and (given.get("mean") is not None or given.get("std") is not None):
+        raise ModelLoadError(f"{where}: mean and std apply to preprocessing 'meanstd' only, not {preprocessing!r}")
     if "dataset" in given:
         dataset = given["dataset"]
     else:
@@ -407,6 +409,9 @@ def _override(spec: ModelSpec, fields: Mapping[str, Any], where: str) -> ModelSp
         changes["class_names"] = tuple(str(i) for i in range(int(fields["num_classes"])))
     if "input_shape" in changes:
         changes["input_shape"] = tuple(changes["input_shape"])
+    if changes.get("preprocessing", "meanstd") != "meanstd":
+        changes.setdefault("mean", None)
+        changes.setdefault("std", None)
     if "dataset" in changes and "image_conversion" not in changes:
         changes["image_conversion"] = conversion_for(changes["dataset"], changes.get("input_shape", spec.input_shape))
     if not changes:
@@ -430,11 +435,11 @@ def _config_for(model: nn.Module, spec: ModelSpec, architecture: str, **extra: A
 
 def _sync_config(model: nn.Module, spec: ModelSpec) -> None:
     """Attach ``spec`` and make ``model.config``'s spec fields agree with it."""
-    from convscope.models.files import _with_spec
+    from convscope.models.files import config_with_spec
 
     config = getattr(model, "config", None)
     if isinstance(config, ModelConfig):
-        model.config = _with_spec(config, spec)
+        model.config = config_with_spec(config, spec)
     setattr(model, SPEC_ATTRIBUTE, spec)
 
 
@@ -517,6 +522,13 @@ def _load_factory(ref: str, detail: tuple[Path, str], weights: str | os.PathLike
     file, function = detail
     result = run_factory(file, function, ref)
     module, extra = _unpack(result, ref, function)
+    dtypes = sorted({str(p.dtype).replace("torch.", "") for p in module.parameters()
+                     if p.is_floating_point() and p.dtype != torch.float32})
+    if dtypes:
+        raise ModelLoadError(
+            f"{ref}: the model's parameters are {', '.join(dtypes)}; convscope feeds float32 inputs: "
+            f"return model.float() from {function}()"
+        )
     notes: list[str] = []
     source: dict[str, Any] = {"kind": "python", "factory": ref, "file": str(file.resolve()), "sha256": _sha256(file)}
     if weights is not None:
@@ -535,6 +547,10 @@ def _load_factory(ref: str, detail: tuple[Path, str], weights: str | os.PathLike
     elif isinstance(attached, ModelSpec):
         base = attached.to_dict()
     given = {**base, **fields}
+    if fields.get("preprocessing", "meanstd") != "meanstd":  # a new preprocessing drops the factory's mean / std
+        for key in ("mean", "std"):
+            if key not in fields:
+                given.pop(key, None)
     if "num_classes" in fields and "class_names" not in fields and len(given.get("class_names") or ()) != int(fields["num_classes"]):
         given.pop("class_names", None)  # --num-classes N replaces the factory's names by 0..N-1
     num_classes = None

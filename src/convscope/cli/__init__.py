@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "convscope.cli.evaluate_cmd:evaluate",
     "summary": "convscope.cli.evaluate_cmd:summary_command",
     "data": "convscope.cli.data_cmd:data",
+    "import": "convscope.cli.import_cmd:import_command",
     # look inside
     "activations": "convscope.cli.inside_cmd:activations",
     "filters": "convscope.cli.inside_cmd:filters",

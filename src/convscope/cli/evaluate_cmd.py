@@ -206,7 +206,8 @@ def summary_command(model_path: Path | None, architecture: str | None, as_json: 
       convscope summary --architecture model_b
       convscope summary --model runs/fast/model.json --json
     """
-    from convscope.models import build_model, summary, summary_rows
+    from convscope.models import build_model, summary, summary_table
+    from convscope.spec import spec_of
 
     if model_path is not None and architecture is not None:
         fail("give either --model or --architecture, not both")
@@ -216,34 +217,33 @@ def summary_command(model_path: Path | None, architecture: str | None, as_json: 
     else:
         model = load_model_or_fail(model_path, "cpu")
         source = _model_label(model_path)
-    rows = summary_rows(model)
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    spec = spec_of(model)
+    config = getattr(model, "config", None)
+    table = summary_table(model)
     if as_json:
-        config = getattr(model, "config", None)
         emit_json(
             {
                 "source": source,
-                "architecture": model.architecture,
-                "input_shape": list(model.input_shape),
+                "architecture": getattr(model, "architecture", None) or getattr(config, "architecture", None),
+                "input_shape": list(spec.input_shape),
                 "layers": [
                     {"name": r.name, "type": r.kind, "output_shape": list(r.output_shape), "params": r.params}
-                    for r in rows
+                    for r in table.rows
                 ],
-                "total_params": total,
-                "trainable_params": trainable,
-                "non_trainable_params": total - trainable,
+                "layer_table": "keras" if table.keras else "modules",
+                "total_params": table.total,
+                "trainable_params": table.trainable,
+                "non_trainable_params": table.total - table.trainable,
                 "config": config.to_dict() if config is not None else None,
             }
         )
         return
     click.echo(summary(model))
-    config = getattr(model, "config", None)
     if config is not None:
         accuracy = f"{100 * config.test_accuracy:.2f} %" if config.test_accuracy is not None else "not recorded"
         click.echo(
-            f"Source: {source}; input {tuple(model.input_shape)} {config.preprocessing}; "
-            f"trained on {config.dataset}; recorded test accuracy {accuracy}"
+            f"Source: {source}; input {tuple(spec.input_shape)} {spec.preprocessing}; "
+            f"trained on {spec.dataset or 'an unrecorded dataset'}; recorded test accuracy {accuracy}"
         )
 
 

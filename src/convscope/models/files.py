@@ -1,9 +1,12 @@
 """Model files: ``NAME.safetensors`` (weights) + ``NAME.json`` (config).
 
 Loading never unpickles or executes anything: the JSON names a registered
-architecture, the weights are plain tensors checked key by key and shape by shape,
-and the JSON records the SHA-256 of the weights file so a tampered or mismatched
-pair is refused with a clear error. A config without a valid hash is refused too
+architecture (``seed_cnn``, ``model_b``) or is a ``"graph"`` model whose JSON holds
+a :func:`convscope.models.graph.describe` layer tree (any model made of standard
+layers: Keras imports, plain ``nn.Sequential`` factories); the weights are plain
+tensors checked key by key and shape by shape, and the JSON records the SHA-256 of
+the weights file so a tampered or mismatched pair is refused with a clear error.
+A config without a valid hash is refused too
 (unless the caller opts in with ``allow_unverified=True``, which warns), and so
 are non-finite numbers in the JSON and weights of absurd magnitude.
 
@@ -35,11 +38,13 @@ from safetensors.torch import load as st_load
 from convscope import __version__
 from convscope.device import resolve_device
 from convscope.io import JsonFileError, atomic_write_bytes, atomic_write_text, read_json, to_json
-from convscope.models.architectures import ConvscopeModel, build_model
-from convscope.spec import SPEC_ATTRIBUTE, ModelSpec, SpecError, spec_of
+from convscope.models.architectures import ARCHITECTURES, ConvscopeModel, build_model
+from convscope.spec import SPEC_ATTRIBUTE, ModelSpec, SpecError, check_model_fits, spec_of
 
 FORMAT = "convscope-model/1"
 SHIPPED_NAME = "seed_cnn"
+#: ``architecture`` of a model saved as a layer-graph description (``ModelConfig.graph``).
+GRAPH_ARCHITECTURE = "graph"
 
 
 #: Largest model JSON read (bytes); a config with a long training history is ~100 kB.
@@ -71,7 +76,8 @@ class ModelConfig:
     :class:`~convscope.spec.ModelSpec` plus its architecture and provenance.
 
     Attributes:
-        architecture: registry name (``seed_cnn`` = Model A, ``model_b``).
+        architecture: registry name (``seed_cnn`` = Model A, ``model_b``), or
+            ``"graph"`` for a model rebuilt from :attr:`graph`.
         layer_names: top-level layer names in forward order.
         input_shape: ``(C, H, W)``.
         preprocessing: ``"standardize"`` (per image), ``"unit"`` (0..1),
@@ -83,7 +89,13 @@ class ModelConfig:
             ``crop``, ``none``); ``None`` = the default for ``dataset``.
         name: display name (default: the architecture).
         aliases: extra layer names.
-        source: provenance of an imported model (file, SHA-256, format).
+        source: provenance of an imported model: ``kind`` (``keras``, ``python``),
+            ``file`` and its ``sha256``, ``format``, ``keras_version``, ``factory``,
+            ``keras_layers`` (the Keras summary table), ``spec_defaults`` (spec fields
+            that were defaults, not given), … (free-form dict).
+        graph: for ``architecture == "graph"``: the layer tree
+            (:func:`convscope.models.graph.describe`); ``None`` otherwise (and then
+            left out of the JSON, so files of registered architectures are unchanged).
         training: the training recipe and its measured figures (free-form dict).
         test_accuracy: measured accuracy on the full test set, or ``None``.
         library_version: convscope version that wrote the file.
@@ -103,6 +115,7 @@ class ModelConfig:
     name: str | None = None
     aliases: dict[str, str] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
+    graph: dict[str, Any] | None = None
     training: dict[str, Any] = field(default_factory=dict)
     test_accuracy: float | None = None
     library_version: str = __version__
@@ -110,7 +123,10 @@ class ModelConfig:
     format: str = FORMAT
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if data["graph"] is None:
+            del data["graph"]
+        return data
 
     def spec(self) -> ModelSpec:
         """The :class:`~convscope.spec.ModelSpec` this config describes.
@@ -241,22 +257,82 @@ def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     return struct.pack("<Q", len(text)) + text + b"".join(chunks)
 
 
-def model_to_bytes(model: ConvscopeModel, config: ModelConfig) -> tuple[bytes, ModelConfig]:
+def model_to_bytes(model: nn.Module, config: ModelConfig) -> tuple[bytes, ModelConfig]:
     """Serialise weights; returns the safetensors bytes and the config with its hash set.
 
     Deterministic: the same weights and config give the same bytes and hash.
     """
-    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    # clone: tensors shared by two layers (a layer used twice) are stored once each
+    state = {key: value.detach().cpu().contiguous().clone() for key, value in model.state_dict().items()}
     weights = safetensors_bytes(state, metadata={"format": FORMAT, "architecture": config.architecture})
     config = dataclasses.replace(config, weights_sha256=hashlib.sha256(weights).hexdigest(), library_version=__version__)
     return weights, config
 
 
-def save_model(model: ConvscopeModel, path: str | os.PathLike, config: ModelConfig | None = None) -> tuple[Path, Path]:
-    """Write ``path.safetensors`` and ``path.json`` atomically; returns both paths."""
-    config = config or getattr(model, "config", None) or default_config(model)
-    weights, config = model_to_bytes(model, config)
+def config_with_spec(config: ModelConfig, spec: ModelSpec) -> ModelConfig:
+    """``config`` with its spec fields taken from ``spec`` (the spec attached to a model is authoritative)."""
+    return dataclasses.replace(
+        config,
+        input_shape=list(spec.input_shape), preprocessing=spec.preprocessing, dataset=spec.dataset,
+        class_names=list(spec.class_names), mean=None if spec.mean is None else list(spec.mean),
+        std=None if spec.std is None else list(spec.std), image_conversion=spec.image_conversion,
+        name=spec.name, aliases=dict(spec.aliases),
+    )
+
+
+def native_config(model: nn.Module, config: ModelConfig | None = None) -> ModelConfig:
+    """The config under which ``model`` is saved as native files.
+
+    A model of a registered architecture (exactly :class:`~convscope.models.SeedCNN`
+    or :class:`~convscope.models.ModelB`) is saved under that name; any other
+    model is saved as ``architecture="graph"`` with its layer tree
+    (:func:`convscope.models.graph.describe`) in ``config.graph``.
+
+    Args:
+        model: the model (with a spec attached, unless ``config`` is given).
+        config: the config to start from; default: ``model.config`` with the spec
+            fields of the attached spec, else :func:`default_config`.
+
+    Raises:
+        ModelFileError: the model cannot be described (a module with its own
+            ``forward``, an unknown layer class, extra tensors); the message names
+            the module and its type.
+    """
+    if config is None:
+        spec = getattr(model, SPEC_ATTRIBUTE, None)
+        config = getattr(model, "config", None)
+        if isinstance(config, ModelConfig):
+            config = config_with_spec(config, spec) if isinstance(spec, ModelSpec) else config
+        else:
+            config = default_config(model)
+    for name, architecture in ARCHITECTURES.items():
+        if type(model) is architecture:
+            return dataclasses.replace(config, architecture=name, graph=None,
+                                       layer_names=[child for child, _ in model.named_children()])
+    from convscope.models.graph import GraphError, describe
+
+    try:
+        description = describe(model)
+    except GraphError as exc:
+        raise ModelFileError(f"this model cannot be saved as native files: {exc}") from None
+    return dataclasses.replace(
+        config, architecture=GRAPH_ARCHITECTURE, graph=description,
+        layer_names=[name for name, _ in model.named_children()],
+    )
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, config: ModelConfig | None = None) -> tuple[Path, Path]:
+    """Write ``path.safetensors`` and ``path.json`` atomically; returns both paths.
+
+    Registered architectures are saved by name; any other model made of standard
+    layers as a ``"graph"`` model (see :func:`native_config`).
+
+    Raises:
+        ModelFileError: the model cannot be described as a layer graph (nothing is written).
+    """
     weights_path, config_path = paths_for(path)
+    config = native_config(model, config)
+    weights, config = model_to_bytes(model, config)
     atomic_write_bytes(weights_path, weights)
     atomic_write_text(config_path, to_json(config.to_dict()))
     model.config = config
@@ -269,23 +345,50 @@ def shipped_model_path() -> Path:
     return Path(str(resources.files("convscope") / "shipped" / SHIPPED_NAME))
 
 
-def _check_config_fits(config: ModelConfig, model: ConvscopeModel, config_path: Path) -> ModelSpec:
-    """Refuse a config whose recorded facts contradict its architecture; return its spec."""
+def _build_for(config: ModelConfig, config_path: Path) -> nn.Module:
+    """A freshly built model of ``config``'s architecture (registered name or layer graph)."""
+    if config.architecture == GRAPH_ARCHITECTURE:
+        from convscope.models.graph import GraphError, build
+
+        if not isinstance(config.graph, dict):
+            raise ModelFileError(f"{config_path}: architecture 'graph' needs a 'graph' entry holding the layer description")
+        try:
+            return build(config.graph)
+        except GraphError as exc:
+            raise ModelFileError(f"{config_path}: {exc}") from None
+    try:
+        if not isinstance(config.architecture, str):
+            raise ValueError(f"architecture must be a name, not {config.architecture!r}")
+        return build_model(config.architecture)
+    except ValueError as exc:
+        raise ModelFileError(f"{config_path}: {exc} (or 'graph' with a layer description)") from exc
+
+
+def _check_config_fits(config: ModelConfig, model: nn.Module, config_path: Path) -> ModelSpec:
+    """Refuse a config whose recorded facts contradict its architecture; return its spec.
+
+    A graph model fixes no input shape or class count by name: those are checked by a
+    forward pass once the weights are in (:func:`load_model`)."""
     from convscope.data.preprocess import PREPROCESSING
 
     problems = []
-    if config.layer_names != model.layer_names:
-        problems.append(f"layer_names {config.layer_names} ≠ {config.architecture}'s {model.layer_names}")
-    try:
-        input_shape = [int(v) for v in config.input_shape]
-    except (TypeError, ValueError):
-        input_shape = config.input_shape
-    if input_shape != list(model.input_shape):
-        problems.append(f"input_shape {config.input_shape!r} ≠ {list(model.input_shape)}")
+    layer_names = [name for name, _ in model.named_children()]
+    if config.layer_names != layer_names:
+        problems.append(f"layer_names {config.layer_names} ≠ {config.architecture}'s {layer_names}")
+    if isinstance(model, ConvscopeModel):
+        try:
+            input_shape = [int(v) for v in config.input_shape]
+        except (TypeError, ValueError):
+            input_shape = config.input_shape
+        if input_shape != list(model.input_shape):
+            problems.append(f"input_shape {config.input_shape!r} ≠ {list(model.input_shape)}")
     if config.preprocessing not in PREPROCESSING:
         problems.append(f"preprocessing {config.preprocessing!r} is not one of {PREPROCESSING}")
-    if not isinstance(config.class_names, list) or len(config.class_names) != model.num_classes:
-        problems.append(f"class_names {config.class_names!r} do not name {model.num_classes} outputs")
+    if not isinstance(config.class_names, list) or (
+        isinstance(model, ConvscopeModel) and len(config.class_names) != model.num_classes
+    ):
+        count = f"{model.num_classes} " if isinstance(model, ConvscopeModel) else ""
+        problems.append(f"class_names {config.class_names!r} do not name {count}outputs")
     if problems:
         raise ModelFileError(f"{config_path} does not match architecture {config.architecture!r}: " + "; ".join(problems))
     try:
@@ -301,8 +404,13 @@ def load_model(
     verify_hash: bool = True,
     allow_unverified: bool = False,
     max_abs_weight: float | None = MAX_ABS_WEIGHT,
-) -> ConvscopeModel:
+) -> nn.Module:
     """Load a model file pair; ``path=None`` loads the shipped Model A.
+
+    A registered architecture comes back as its class (:class:`~convscope.models.SeedCNN`,
+    …); a ``"graph"`` model as the ``nn.Sequential`` tree its description builds,
+    checked with one forward pass against its spec. (To load every kind of model —
+    Keras files, Python factories — use :func:`convscope.models.loading.load_any`.)
 
     Args:
         path: ``model``, ``model.json`` or ``model.safetensors`` (the other file
@@ -322,8 +430,9 @@ def load_model(
     Raises:
         ModelFileError: missing file, unreadable / too large / too deep JSON or one
             holding NaN / Infinity, a missing or mismatched hash, unknown
-            architecture, or weights that do not fit the architecture or are not
-            finite or of absurd magnitude.
+            architecture, weights that do not fit the architecture or are not
+            finite or of absurd magnitude, or a graph model that does not fit its
+            recorded input shape and classes.
     """
     weights_path, config_path = paths_for(path if path is not None else shipped_model_path())
     for needed in (config_path, weights_path):
@@ -340,12 +449,7 @@ def load_model(
         config = ModelConfig.from_dict(raw, str(config_path))
     except TypeError as exc:
         raise ModelFileError(f"{config_path}: not a valid model config ({exc})") from exc
-    try:
-        if not isinstance(config.architecture, str):
-            raise ValueError(f"architecture must be a name, not {config.architecture!r}")
-        model = build_model(config.architecture)
-    except ValueError as exc:
-        raise ModelFileError(f"{config_path}: {exc}") from exc
+    model = _build_for(config, config_path)
     spec = _check_config_fits(config, model, config_path)
     expected = model.state_dict()
     # Read no more than the architecture's weights can take (float64 at most, plus
@@ -410,10 +514,11 @@ def load_model(
         if wrong:
             details.append("wrong shapes " + ", ".join(f"{k} {tuple(state[k].shape)}≠{tuple(expected[k].shape)}" for k in wrong))
         raise ModelFileError(f"{weights_path} does not fit architecture {config.architecture!r}: " + "; ".join(details))
-    bad_dtype = [k for k, v in state.items() if not v.is_floating_point()]
+    # floating tensors where the model holds floats (integers only for counters such as BatchNorm's)
+    bad_dtype = [k for k, v in state.items() if v.is_floating_point() != expected[k].is_floating_point()]
     if bad_dtype:
-        raise ModelFileError(f"{weights_path}: tensors {bad_dtype} are not floating point; not convscope weights")
-    not_finite = [k for k, v in state.items() if not bool(torch.isfinite(v).all())]
+        raise ModelFileError(f"{weights_path}: tensors {bad_dtype} are not floating point where the model holds floats; not convscope weights")
+    not_finite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if not_finite:
         raise ModelFileError(f"{weights_path}: tensors {not_finite} hold NaN or infinite values")
     if max_abs_weight is not None:
@@ -426,6 +531,11 @@ def load_model(
             )
     model.load_state_dict(state)
     model.config = config
-    setattr(model, SPEC_ATTRIBUTE, spec)
     model.eval()
+    if not isinstance(model, ConvscopeModel):
+        try:
+            check_model_fits(model, spec)
+        except SpecError as exc:
+            raise ModelFileError(f"{config_path}: {exc}") from None
+    setattr(model, SPEC_ATTRIBUTE, spec)
     return model.to(resolve_device(device))

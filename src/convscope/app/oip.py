@@ -110,6 +110,8 @@ class OIPOptions:
     per_map: bool | None = None
     log: bool = False
     modern: ModernOptions = field(default_factory=ModernOptions)
+    #: precursor: steps of pre-ReLU ascent for maps no start triggers
+    preactivation_steps: int = 300
     #: which options the user gave explicitly (for the combination checks)
     given: frozenset[str] = frozenset()
 
@@ -210,6 +212,7 @@ class LayerRun:
     strategy1_final: torch.Tensor | None = None
     strategy1_params: dict[str, Any] | None = None
     fires_on_data: torch.Tensor | None = None
+    member_steps: int = 0
 
     @property
     def members(self) -> int:
@@ -530,7 +533,7 @@ def _reference_layer(model, layer, maps, o: OIPOptions, dataset_images, progress
             early_stop=o.early_stop, precursor=o.precursor, n_candidates=o.candidates,
             dataset_images=dataset_images if o.dataset_starts else None,
             scales=o.scales, weights=o.scale_weights or REFERENCE_WEIGHTS, n_report_steps=o.report_steps,
-            progress=task.engine_callback(), **precursor_options,
+            preactivation_steps=o.preactivation_steps, progress=task.engine_callback(), **precursor_options,
         )
     a = result.ascent
     m = len(maps)
@@ -539,7 +542,7 @@ def _reference_layer(model, layer, maps, o: OIPOptions, dataset_images, progress
         final_loss=a.final_loss.reshape(m, 1), history=a.losses, history_steps=list(range(a.losses.shape[0])),
         snapshots=a.snapshots, snapshot_steps=list(a.snapshot_steps), status=list(a.status),
         converged_step=[int(v) for v in a.converged_step], starts=[r["start"] for r in result.per_map()],
-        similarity=None, params=dict(a.params),
+        similarity=None, params=dict(a.params), member_steps=int(a.member_steps),
     )
 
 

@@ -1,41 +1,50 @@
-"""``convscope report``: build the self-contained HTML atlas of the whole network."""
+"""``convscope report``: build the HTML atlas of the whole network."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from convscope.cli.common import (
-    data_dir_option, device_option, echo_err, emit_json, fail, json_option, model_option, out_option,
+    data_dir_option, dataset_option, device_option, echo_err, emit_json, fail, json_option, model_args, model_option,
+    out_option,
 )
 
 
 @click.command("report")
 @model_option
+@dataset_option
 @data_dir_option
 @click.option("--layers", default=None, metavar="LIST",
               help="Comma-separated layers that get a section (default: every conv layer and hidden dense layer).")
 @out_option("convscope-out/atlas")
 @click.option("--quick", is_flag=True, help="Reduced profile for CI: fewer OIP steps and examples, smaller dreams; every section still present.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random start (OIPs, class visualisations, dreams).")
+@click.option("--pages", type=click.Choice(["auto", "single", "split"]), default="auto", show_default=True,
+              help="single: one self-contained index.html; split: one page per layer with the pictures as files beside "
+                   "it; auto: split above the profile's map count (1,024 conv maps).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where stage results are kept (default OUT/.stages); may be a shared folder.")
 @device_option
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=click.IntRange(min=1, max=1024), default=None,
               help="PyTorch CPU threads (default 1: the atlas runs many small batches, where more threads mostly spin).")
 @json_option
-def report(model_path: Path | None, data_dir: Path | None, layers: str | None, out_dir: Path, quick: bool, seed: int,
-           device: str, threads: int | None, as_json: bool) -> None:
-    """Build the atlas: one index.html that opens offline from disk.
+def report(model_path: str | None, dataset: str | None, data_dir: Path | None, layers: str | None, out_dir: Path,
+           quick: bool, seed: int, pages: str, cache_dir: Path | None, device: str, threads: int | None,
+           as_json: bool) -> None:
+    """Build the atlas: index.html that opens offline from disk.
 
     \b
     It holds the model card (architecture, parameters, training recipe and
     curves, test and per-class accuracy, confusion matrix); per layer the raw
-    filters, activation grids for one digit per class, the OIP of every map
-    (dead maps marked, precursor coverage) and top-k test images; a card per map
-    (#Conv2D_3-120: OIP, evolution strip, top-k with receptive fields,
-    deconvnet); class visualisations 0-9; 4 versus 9; mistakes explained; a
-    DeepDream of the default photo; provenance and per-stage timings.
+    filters, activation grids for one image per class, the OIP of every map
+    (maps that never fire marked, precursor coverage) and top-k test images; a
+    card per map (#Conv2D_3-120: OIP, evolution strip, top-k with receptive
+    fields, deconvnet); class visualisations; the class pair the model confuses
+    most; mistakes explained; a DeepDream of the default photo; provenance and
+    per-stage timings. Any model convscope loads (--model) and any dataset
+    (--dataset, default the model's own).
 
     \b
     Finished stages are kept in OUT/.stages; run the same command again to
@@ -46,31 +55,37 @@ def report(model_path: Path | None, data_dir: Path | None, layers: str | None, o
       convscope report
       convscope report --quick --out /tmp/atlas
       convscope report --model runs/fast-seed0/seed_cnn.json --layers Conv2D_3,Dense_1
+      convscope report --model model.h5 --preprocess standardize
     """
     from convscope.address import AddressError
+    from convscope.cli.output import terminal_progress
     from convscope.data import DataNotFoundError, DatasetError
     from convscope.models import ModelFileError
+    from convscope.optvis.core import Cancelled
     from convscope.report import AtlasOptions, build_atlas
     from convscope.report.build import command_line
+    from convscope.spec import SpecError
 
     layer_list = [part.strip() for part in layers.split(",") if part.strip()] if layers else None
+    args = model_args()
+    model_options = {"weights": args.weights, "spec_fields": args.spec_fields} if (args.weights or args.spec_fields) else {}
     options = AtlasOptions(
-        out_dir=out_dir, model_path=model_path, data_dir=data_dir, layers=layer_list,
-        profile="quick" if quick else "full", seed=seed, device=device, command=command_line(), threads=threads,
+        out_dir=out_dir, model=model_path, model_options=model_options, dataset=dataset, data_dir=data_dir,
+        layers=layer_list, profile="quick" if quick else "full", seed=seed, device=device, command=command_line(),
+        threads=threads, pages=pages, cache_dir=cache_dir,
     )
     try:
-        result = build_atlas(options)
-    except KeyboardInterrupt:
-        echo_err(f"\nInterrupted. Finished stages are kept in {out_dir / '.stages'}; run the same command again to resume.")
-        sys.exit(130)
-    except (ModelFileError, DataNotFoundError, DatasetError, AddressError) as exc:
-        fail(str(exc))
-    except ValueError as exc:
+        with terminal_progress(disable=as_json, transient=True) as progress:
+            result = build_atlas(options, progress=progress, log=None if as_json else echo_err)
+    except (KeyboardInterrupt, Cancelled):
+        fail(f"interrupted. Finished stages are kept in {cache_dir or out_dir / '.stages'}; run the same command again to resume.")
+    except (ModelFileError, DataNotFoundError, DatasetError, AddressError, SpecError, ValueError, OSError) as exc:
         fail(str(exc))
     if as_json:
         emit_json({
             "index": str(result.index),
             "summary": str(result.summary),
+            "pages": [str(p) for p in result.pages],
             "total_seconds": round(result.total_seconds, 3),
             "timings": [{"stage": t.name, "seconds": round(t.seconds, 3), "cached": t.cached} for t in result.timings],
         })

@@ -1,5 +1,5 @@
-"""Build the atlas: run the stages (resuming stored ones), then write one
-self-contained ``index.html`` (every image inline) and ``atlas.json``.
+"""Build the atlas: plan the typed stages, take the stored ones from the cache, run
+the rest on an executor, then write the pages and ``atlas.json``.
 
 Example::
 
@@ -7,12 +7,17 @@ Example::
     result = build_atlas(AtlasOptions(out_dir=Path("convscope-out/atlas"), profile="quick"))
     result.index          # .../index.html
     result.executed       # stages computed this time (the rest came from OUT/.stages)
+
+The MNIST atlas is one self-contained ``index.html`` (every image inline); a model
+with more than ``profile.single_page_maps`` conv maps gets one page per layer
+(``layers/<layer>.html``) with its pictures as files beside it (``img/``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -25,11 +30,14 @@ import numpy as np
 import torch
 
 from convscope import __version__
-from convscope.device import torch_threads
-from convscope.io import atomic_write_text, write_json
-from convscope.models.twin import frozen_twin
+from convscope.io import atomic_write_bytes, atomic_write_text, write_json
+from convscope.progress import Progress, silent
 from convscope.report import stages as st
-from convscope.report.cache import StageCache, StageOutput, stage_key
+from convscope.report import views as vw
+from convscope.report.cache import StageCache, stage_key
+from convscope.report.codec import encode
+from convscope.report.executor import Env, EnvSpec, Executor, LocalExecutor, StageTask, torch_threads_for
+from convscope.report.plan import AtlasPlan, plan_atlas
 from convscope.report.profile import PROFILES, Profile
 
 
@@ -39,19 +47,27 @@ class AtlasOptions:
 
     Attributes:
         out_dir: output folder (``index.html``, ``atlas.json``, ``.stages/``).
-        model_path: model file (``None``: the shipped Model A).
-        data_dir: MNIST folder (``None``: the usual search order).
+        model: the model reference (``None``: the shipped Model A; see
+            :func:`convscope.models.loading.load_any`).
+        model_options: ``weights``, ``spec_fields``, ``allow_unverified`` for the loader.
+        dataset: the dataset (``None``: the model's own).
+        data_dir: explicit data folder.
         layers: layers that get a section (``None``: conv layers + hidden dense layers).
         profile: ``"full"`` or ``"quick"`` (or a :class:`Profile`).
         seed: base seed of every random start.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``.
         command: the command line, recorded in the provenance section.
         history_search: folders whose ``*/history.json`` may hold the model's training history.
-        threads: PyTorch CPU threads (``None``: 1, see :func:`choose_threads`).
+        threads: PyTorch CPU threads (``None``: 1).
+        pages: ``"auto"``, ``"single"`` (one self-contained file) or ``"split"`` (one page per layer).
+        cache_dir: where stage results are stored (default ``OUT/.stages``; may be shared).
+        model_path: older name of ``model`` (a path).
     """
 
     out_dir: Path = Path("convscope-out/atlas")
-    model_path: Path | None = None
+    model: str | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+    dataset: str | None = None
     data_dir: Path | None = None
     layers: list[str] | None = None
     profile: str | Profile = "full"
@@ -60,6 +76,9 @@ class AtlasOptions:
     command: str = ""
     history_search: list[Path] = field(default_factory=lambda: [Path("runs")])
     threads: int | None = None
+    pages: str = "auto"
+    cache_dir: Path | None = None
+    model_path: Path | None = None
 
 
 @dataclass
@@ -84,6 +103,8 @@ class BuildResult:
     summary: Path
     timings: list[StageTiming]
     total_seconds: float
+    pages: list[Path] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)
 
     @property
     def executed(self) -> list[str]:
@@ -94,80 +115,14 @@ class BuildResult:
         return [t.name for t in self.timings if t.cached]
 
 
-@dataclass
-class Stage:
-    """One unit of work: ``run(ctx)`` returns its output; ``params`` and ``deps``
-    go into its cache key. ``single_thread`` stages run many tiny operations, for
-    which a second intra-op thread costs more than it gives."""
-
-    name: str
-    title: str
-    run: Callable[[st.Context], StageOutput]
-    params: dict[str, Any]
-    deps: tuple[str, ...] = ()
-    single_thread: bool = False
-
-
 #: Hooks the tests use: ``on_stage(name)`` is called before a stage is computed.
 StageHook = Callable[[str], None]
+#: A line of build log (``✓ oip:Conv2D_3  4.1 s``).
+LogFn = Callable[[str], None]
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def plan_stages(ctx: st.Context, history_search: list[Path]) -> list[Stage]:
-    """The stages for this model, layers and profile, in run order."""
-    p = ctx.profile
-    history, source = st.find_history(ctx.model, ctx.model_path, history_search)
-    history_hash = stage_key({"history": history}) if history is not None else None
-    stages = [
-        Stage("model_card", "model card: evaluation, confusion", st.stage_model_card, {}),
-        Stage("training", "training curves", lambda c: st.stage_training(c, history, source),
-              {"history": history_hash, "source": source}),
-        Stage("activations", "filters, activation grids", st.stage_activations,
-              {"layers": ctx.layers}, ("model_card",)),
-        Stage("topk", "top-k dataset examples", st.stage_topk, {"layers": ctx.layers, "k": p.topk}),
-    ]
-    oip_params = {k: getattr(p, k) for k in (
-        "oip_steps", "oip_epsilon", "oip_criterion", "oip_report_steps", "precursor_candidates",
-        "precursor_dataset", "precursor_preactivation_steps")}
-    for layer in ctx.conv_layers:
-        stages.append(Stage(f"oip:{layer}", f"OIPs of {layer}", lambda c, layer=layer: st.stage_oip(c, layer),
-                            {"layer": layer, **oip_params}))
-    stages += [
-        Stage("deconv", "deconvnets of the strongest examples", st.stage_deconv,
-              {"layers": ctx.conv_layers}, ("topk",), single_thread=True),
-        Stage("classes", "class visualisations 0-9", st.stage_classes,
-              {"steps": p.class_steps, "epsilon": p.class_epsilon}),
-        Stage("compare", "4 vs 9, dense node patterns", st.stage_compare, {"n": p.compare_examples}),
-        Stage("mistakes", "mistakes explained", st.stage_mistakes, {"n": p.mistakes, "ig_steps": p.ig_steps},
-              ("model_card",)),
-        Stage("dream", "DeepDream of the default photo", st.stage_dream,
-              {k: getattr(p, k) for k in ("dream_width", "dream_octaves", "dream_steps", "carve_rounds",
-                                          "carve_epochs")},
-              tuple(s for s in (f"oip:{ctx.conv_layers[-1]}",) if ctx.conv_layers)),
-    ]
-    return stages
-
-
-def choose_threads(requested: int | None) -> int:
-    """PyTorch intra-op threads for the build (see :attr:`AtlasOptions.threads`).
-
-    Default 1: the atlas is many small batches (ascent steps of tens of images,
-    single-image deconvnets), where a second intra-op thread mostly spins. On the
-    shared 2-core machine ``--threads 2`` made the quick atlas 3.5× slower in wall
-    time and the class visualisations 40× slower (``benchmarks/report_speed.py``).
-    """
-    return max(1, int(requested)) if requested is not None else 1
-
-
-def resolve_layers(model: torch.nn.Module, layers: list[str] | None) -> tuple[list[str], list[str]]:
-    """Validated section layers and the conv layers among them.
+def resolve_layers(model: torch.nn.Module, layers: list[str] | None) -> list[str]:
+    """Validated section layers in forward order.
 
     Raises:
         AddressError: an unknown layer (the message lists the valid ones).
@@ -176,155 +131,264 @@ def resolve_layers(model: torch.nn.Module, layers: list[str] | None) -> tuple[li
     from convscope.address import layer_output_shapes, resolve_address
 
     kinds = st.layer_kinds(model)
-    if not layers:
-        names = st.default_layers(model)
-    else:
-        names = list(dict.fromkeys(resolve_address(model, text).layer for text in layers))
+    names = st.default_layers(model) if not layers else list(dict.fromkeys(resolve_address(model, t).layer for t in layers))
     shapes = layer_output_shapes(model)
     valid = [n for n, k in kinds.items() if k in ("conv", "pool", "dense") and n in shapes]
     bad = [n for n in names if n not in valid]
     if bad:
-        raise ValueError(f"the atlas has sections for {', '.join(valid)}; not for {', '.join(bad)}")
-    names.sort(key=list(kinds).index)
-    return names, [n for n in names if kinds[n] == "conv"]
+        raise ValueError(f"the atlas has sections for layers with maps or nodes ({', '.join(valid[:30])}); not for {', '.join(bad)}")
+    order = list(kinds)
+    names.sort(key=order.index)
+    return names
+
+
+def _state_hash(model: torch.nn.Module) -> str:
+    """SHA-256 of the model's tensors (names, shapes, bytes) and of its spec."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    spec = getattr(model, "convscope_spec", None)
+    digest.update(repr(spec.to_dict() if spec is not None else None).encode())
+    return digest.hexdigest()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
 
 
 def build_atlas(
     options: AtlasOptions,
     *,
-    console: Any | None = None,
+    progress: Progress | None = None,
     on_stage: StageHook | None = None,
+    log: LogFn | None = None,
+    executor: Executor | None = None,
+    model: torch.nn.Module | None = None,
 ) -> BuildResult:
     """Build (or resume) the atlas in ``options.out_dir``.
 
     Args:
         options: what to build.
-        console: a ``rich.console.Console`` for the progress bar (stderr by default).
+        progress: stage progress and cancellation (default: silent).
         on_stage: called with a stage's name just before it is computed.
+        log: receives one line per finished stage.
+        executor: who computes the stages (default: :class:`LocalExecutor` in this process).
+        model: an already loaded model (the Python API), instead of ``options.model``.
 
     Returns:
-        A :class:`BuildResult`. Stages already stored with the same key are loaded,
-        not recomputed. ``index.html`` is replaced atomically at the end.
+        A :class:`BuildResult`. Stages stored with the same key are loaded, not
+        recomputed. The pages are replaced atomically at the end.
 
     Raises:
-        ModelFileError, DataNotFoundError, AddressError, ValueError: bad inputs.
+        ModelFileError, DataNotFoundError, DatasetError, AddressError, ValueError: bad inputs.
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from convscope.data import load_split
     from convscope.device import resolve_device
-    from convscope.models import load_model, shipped_model_path
-    from convscope.models.files import paths_for
-    from convscope.report.html import render_page
+    from convscope.spec import spec_of
 
     started = time.perf_counter()
-    threads = choose_threads(options.threads)
+    progress = progress or silent()
+    log = log or (lambda line: None)
+    threads = torch_threads_for(options.threads)
     profile = PROFILES[options.profile] if isinstance(options.profile, str) else options.profile
     device = resolve_device(options.device)
-    model = load_model(options.model_path, device=device)
-    weights_path, config_path = paths_for(options.model_path if options.model_path is not None else shipped_model_path())
-    split = load_split("test", data_dir=options.data_dir)
-    layers, conv_layers = resolve_layers(model, options.layers)
-    ctx = st.Context(
-        model=model, ascent_model=frozen_twin(model), split=split, profile=profile, seed=int(options.seed),
-        layers=layers, conv_layers=conv_layers, model_path=options.model_path,
+    reference = options.model if options.model is not None else (None if options.model_path is None else str(options.model_path))
+    loaded_kind, loaded_label = "given", "a model given to build_atlas"
+    if model is None:
+        from convscope.models.loading import open_model
+
+        loaded = open_model(reference, device=device, **options.model_options)
+        model, loaded_kind, loaded_label = loaded.model, loaded.kind, loaded.label
+    model = model.to(device).eval()
+    spec = spec_of(model)
+    layers = resolve_layers(model, options.layers)
+    env_spec = EnvSpec(
+        model=reference, model_options=dict(options.model_options), dataset=options.dataset,
+        data_dir=None if options.data_dir is None else str(options.data_dir), device=str(device), profile=profile,
+        seed=int(options.seed), layers=tuple(layers), conv_layers=(),
     )
+    env = Env.open(env_spec, model=model)
+    split = env.split
+    history, source = st.find_history(model, reference, [Path(d) for d in options.history_search])
+    plan = plan_atlas(model, layers, profile, seed=int(options.seed), dataset_size=len(split),
+                      history=history, history_source=source)
     identity = {
-        "version": st.STAGE_VERSION,
-        "library": __version__,
-        "weights_sha256": _sha256_file(weights_path),
-        "config_sha256": _sha256_file(config_path),
+        "version": st.STAGE_VERSION, "library": __version__, "model_sha256": _state_hash(model),
         "data_sha256": hashlib.sha256(np.ascontiguousarray(split.images).tobytes()
                                       + np.ascontiguousarray(split.labels).tobytes()).hexdigest(),
-        "seed": int(options.seed),
-        "device": device.type,
+        "seed": int(options.seed), "device": device.type,
     }
     out_dir = Path(options.out_dir)
-    cache = StageCache(out_dir / ".stages")
-    stages = plan_stages(ctx, [Path(d) for d in options.history_search])
-    keys: dict[str, str] = {}
-    timings: list[StageTiming] = []
-    console = console or Console(stderr=True)
-    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-               TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        overall = progress.add_task("atlas", total=len(stages))
-        inner = progress.add_task("", total=1, visible=False)
-        for stage in stages:
-            key = stage_key({**identity, "stage": stage.name, "params": stage.params,
-                             "deps": {d: keys[d] for d in stage.deps}})
-            keys[stage.name] = key
-            t0 = time.perf_counter()
-            c0 = time.process_time()
-            stored = cache.load(stage.name, key)
-            if stored is not None:
-                output, original = stored
-                cached = True
-            else:
-                if on_stage is not None:
-                    on_stage(stage.name)
-                progress.update(inner, description=f"  {stage.title}", completed=0, total=1, visible=True)
-
-                def tick(done: int, total: int) -> None:
-                    progress.update(inner, completed=done, total=max(total, 1))
-
-                ctx.progress = tick
-                with torch_threads(1 if stage.single_thread else threads):
-                    try:
-                        output = stage.run(ctx)
-                    except Exception as exc:  # say which stage failed; keep the traceback (a bug to fix)
-                        if hasattr(exc, "add_note"):
-                            exc.add_note(f"while computing atlas stage {stage.name!r} ({stage.title}); "
-                                         f"finished stages are kept in {cache.folder}")
-                        raise
-                ctx.progress = None
-                original = time.perf_counter() - t0
-                cache.save(stage.name, key, output, original)
-                cached = False
-            seconds = time.perf_counter() - t0
-            ctx.outputs[stage.name] = output
-            timings.append(StageTiming(stage.name, stage.title, seconds, cached, original, time.process_time() - c0))
-            progress.update(inner, visible=False)
-            progress.advance(overall)
-            how = (f"cached (computed in {original:.1f} s)" if cached
-                   else f"{seconds:.1f} s  (CPU {timings[-1].cpu_seconds:.1f} s)")
-            progress.console.print(f"  {'↺' if cached else '✓'} {stage.name:<16} {how}")
+    cache = StageCache(Path(options.cache_dir) if options.cache_dir is not None else out_dir / ".stages")
+    results, timings = run_plan(plan, identity, cache, executor or LocalExecutor(env, threads), progress,
+                                on_stage=on_stage, log=log)
     assemble_started = time.perf_counter()
     provenance = {
-        "library_version": __version__,
-        "torch_version": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": str(device),
-        "torch_threads": threads,
-        "model": str(options.model_path) if options.model_path else f"shipped Model A ({weights_path.name})",
-        "weights_file": str(weights_path),
-        "weights_sha256": identity["weights_sha256"],
-        "config_sha256": identity["config_sha256"],
+        "library_version": __version__, "torch_version": torch.__version__, "python": platform.python_version(),
+        "platform": platform.platform(), "device": str(device), "torch_threads": threads,
+        "executor": getattr(executor, "name", "local"),
+        "model": loaded_label, "model_name": spec.name, "model_kind": loaded_kind,
+        "model_sha256": identity["model_sha256"],
+        "source": dict(getattr(getattr(model, "config", None), "source", {}) or {}) or "—",
+        "input": f"{'×'.join(str(v) for v in spec.input_shape)}, {spec.preprocessing}",
         "data": f"{split.dataset} {split.split} split, {len(split.images)} images",
-        "data_sha256": identity["data_sha256"],
-        "seed": int(options.seed),
-        "profile": profile.to_dict(),
-        "layers": layers,
-        "command": options.command or "convscope report (Python API)",
+        "data_sha256": identity["data_sha256"], "seed": int(options.seed), "profile": profile.to_dict(),
+        "layers": layers, "command": options.command or "convscope report (Python API)",
         "built": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
     }
-    html_text = render_page(ctx, provenance, timings)
-    index = atomic_write_text(out_dir / "index.html", html_text)
+    if isinstance(provenance["source"], dict):
+        provenance["source"] = {k: v for k, v in provenance["source"].items() if k in ("file", "sha256", "format", "keras_version", "reference", "kind")} or "—"
+    total_maps = sum(results[f"oip:{layer}"].maps for layer in plan.conv_layers)
+    split_pages = options.pages == "split" or (options.pages == "auto" and total_maps > profile.single_page_maps)
+    pages = write_pages(out_dir, plan, results, env, provenance, timings, profile, split_pages)
+    index = pages[0]
     total = time.perf_counter() - started
     assemble = time.perf_counter() - assemble_started
     summary = write_json(out_dir / "atlas.json", {
         "provenance": provenance,
         "timings": [{"stage": t.name, "seconds": round(t.seconds, 3), "cached": t.cached,
-                     "original_seconds": round(t.original_seconds, 3),
-                     "cpu_seconds": round(t.cpu_seconds, 3)} for t in timings]
-                   + [{"stage": "html", "seconds": round(assemble, 3), "cached": False}],
+                     "original_seconds": round(t.original_seconds, 3), "cpu_seconds": round(t.cpu_seconds, 3)}
+                    for t in timings] + [{"stage": "html", "seconds": round(assemble, 3), "cached": False}],
         "total_seconds": round(total, 3),
-        "stages": {name: out.meta for name, out in ctx.outputs.items()},
+        "pages": [str(p.relative_to(out_dir)) for p in pages],
+        "stages": {name: _summary_meta(result) for name, result in results.items() if "@" not in name},
     })
-    console.print(f"  ✓ {'html':<16} {assemble:.1f} s   ({index.stat().st_size / 1e6:.1f} MB)")
-    return BuildResult(out_dir=out_dir, index=index, summary=summary, timings=timings, total_seconds=total)
+    log(f"  ✓ {'html':<16} {assemble:.1f} s   ({sum(p.stat().st_size for p in pages) / 1e6:.1f} MB in {len(pages)} page(s))")
+    return BuildResult(out_dir=out_dir, index=index, summary=summary, timings=timings, total_seconds=total, pages=pages,
+                       results=results)
+
+
+def _summary_meta(result: Any) -> dict[str, Any]:
+    meta, _, _ = encode(result)
+    return {k: v for k, v in meta.items() if not k.startswith("__")}
+
+
+def run_plan(
+    plan: AtlasPlan,
+    identity: dict[str, Any],
+    cache: StageCache,
+    executor: Executor,
+    progress: Progress,
+    *,
+    on_stage: StageHook | None = None,
+    log: LogFn | None = None,
+) -> tuple[dict[str, Any], list[StageTiming]]:
+    """Load the stored stages and compute the others on ``executor``, wave by wave
+    (a wave: every stage whose inputs are ready). Each result is stored as soon as it
+    arrives, so an interrupted build (Ctrl-C, a lost worker) resumes with only the
+    missing stages."""
+    log = log or (lambda line: None)
+    keys: dict[str, str] = {}
+    for stage in plan.stages:  # deps come first in the plan
+        keys[stage.name] = stage_key({**identity, "stage": stage.name, "function": stage.function, "params": stage.params,
+                                      "deps": {d: keys[d] for d in stage.deps}})
+    results: dict[str, Any] = {}
+    timing: dict[str, StageTiming] = {}
+    pending = []
+    for stage in plan.stages:
+        stored = cache.load(stage.name, keys[stage.name])
+        if stored is not None:
+            results[stage.name] = stored[0]
+            timing[stage.name] = StageTiming(stage.name, stage.title, 0.0, True, stored[1])
+        else:
+            pending.append(stage)
+    overall = progress.task("atlas", len(plan.stages))
+    overall.update(len(plan.stages) - len(pending))
+
+    def on_done(task: StageTask, result: Any, seconds: float, cpu: float) -> None:
+        cache.save(task.name, task.key, result, seconds)
+        results[task.name] = result
+        timing[task.name] = StageTiming(task.name, task.title, seconds, False, seconds, cpu)
+        log(f"  ✓ {task.name:<16} {seconds:.1f} s  (CPU {cpu:.1f} s)")
+        overall.advance()
+
+    while pending:
+        ready = [s for s in pending if all(d in results for d in s.deps)]
+        if not ready:
+            raise RuntimeError(f"atlas plan has unmet dependencies: {[s.name for s in pending]}")
+        tasks = []
+        for stage in ready:
+            if on_stage is not None:
+                on_stage(stage.name)
+            tasks.append(StageTask(stage.name, stage.title, stage.function, stage.params,
+                                   {d: results[d] for d in stage.deps}, keys[stage.name], stage.single_thread, stage.cost))
+        executor.run(tasks, on_done, progress)
+        pending = [s for s in pending if s.name not in results]
+    for name, t in timing.items():
+        if t.cached:
+            log(f"  ↺ {name:<16} cached (computed in {t.original_seconds:.1f} s)")
+    return results, [timing[s.name] for s in plan.stages]
+
+
+def atlas_view(
+    plan: AtlasPlan, results: dict[str, Any], env: Env, provenance: dict[str, Any], timings: list[StageTiming],
+    profile: Profile, sink: vw.ImageSink, pages: dict[str, str],
+) -> vw.AtlasView:
+    """The view model of the whole atlas."""
+    names = env.class_names
+    card: st.ModelCard = results["model_card"]
+    compare: st.Comparison | None = results.get("compare")
+    layers = [
+        vw.layer_view(layer, results["activations"], results["topk"], compare, results.get(f"oip:{layer}"), names, sink,
+                      "" if layer not in pages else pages[layer])
+        for layer in plan.layers
+    ]
+    maps = [vw.maps_view(layer, results[f"oip:{layer}"], results["topk"], results.get("deconv"), sink)
+            for layer in plan.conv_layers if layer not in pages]
+    alive = " · ".join(f"{layer}: {results[f'oip:{layer}'].alive}/{results[f'oip:{layer}'].maps}" for layer in plan.conv_layers)
+    return vw.AtlasView(
+        title=f"Inside {card.name}", model_name=card.name, profile=profile.name,
+        card=vw.model_card_view(card, results["training"], sink), layers=layers, maps=maps,
+        classes=vw.classes_view(results["classes"], len(names), sink) if "classes" in results else None,
+        compare=vw.compare_view(compare, names, card.evaluation["confusion"], sink) if compare is not None else None,
+        mistakes=vw.mistakes_view(results["mistakes"], names, sink) if "mistakes" in results else None,
+        dream=vw.dream_view(results["dream"], sink) if "dream" in results else None,
+        provenance=vw.provenance_rows(provenance),
+        timings=[vw.TimingRow(t.name, t.title, t.seconds, t.cpu_seconds, t.cached, t.original_seconds) for t in timings],
+        total_stage_seconds=sum(t.seconds for t in timings), alive=alive or "—",
+        goto_example=f"{plan.conv_layers[-1]}:0" if plan.conv_layers else (plan.layers[0] + ":0" if plan.layers else ""),
+        built=provenance["built"], version=__version__, dataset=str(env.split.dataset), pages=pages,
+    )
+
+
+def write_pages(
+    out_dir: Path, plan: AtlasPlan, results: dict[str, Any], env: Env, provenance: dict[str, Any],
+    timings: list[StageTiming], profile: Profile, split_pages: bool,
+) -> list[Path]:
+    """Write ``index.html`` (and, split, ``layers/<layer>.html`` and ``img/``); returns the pages, index first."""
+    from convscope.report.html import render_atlas, render_layer_page
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not split_pages:
+        view = atlas_view(plan, results, env, provenance, timings, profile, vw.data_uri_sink, {})
+        return [atomic_write_text(out_dir / "index.html", render_atlas(view))]
+
+    written: dict[str, str] = {}
+
+    def file_sink(stage: str, name: str, data: bytes) -> str:
+        suffix = ".jpg" if data[:2] == b"\xff\xd8" else ".png"
+        relative = f"img/{_slug(stage)}/{_slug(name)}{suffix}"
+        if relative not in written:
+            atomic_write_bytes(out_dir / relative, data)
+            written[relative] = relative
+        return relative
+
+    def page_sink(stage: str, name: str, data: bytes) -> str:  # layer pages live one folder down
+        return "../" + file_sink(stage, name, data)
+
+    pages_map = {layer: f"layers/{_slug(layer)}.html" for layer in plan.layers}
+    view = atlas_view(plan, results, env, provenance, timings, profile, file_sink, pages_map)
+    paths = [atomic_write_text(out_dir / "index.html", render_atlas(view))]
+    names = env.class_names
+    compare = results.get("compare")
+    for layer in plan.layers:
+        layer_view = vw.layer_view(layer, results["activations"], results["topk"], compare, results.get(f"oip:{layer}"),
+                                   names, page_sink, "")
+        maps = (vw.maps_view(layer, results[f"oip:{layer}"], results["topk"], results.get("deconv"), page_sink)
+                if f"oip:{layer}" in results else None)
+        paths.append(atomic_write_text(out_dir / pages_map[layer], render_layer_page(view, layer_view, maps, "../index.html")))
+    return paths
 
 
 def command_line() -> str:
@@ -332,3 +396,7 @@ def command_line() -> str:
     import shlex
 
     return " ".join(shlex.quote(a) for a in ["convscope", *sys.argv[1:]])
+
+
+__all__ = ["AtlasOptions", "BuildResult", "StageTiming", "atlas_view", "build_atlas", "command_line", "resolve_layers",
+           "run_plan", "write_pages"]

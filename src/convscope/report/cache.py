@@ -1,14 +1,13 @@
-"""Stage results on disk, so an interrupted atlas build resumes where it stopped.
+"""A content-addressed store of stage results, so a build resumes where it stopped
+and a second build is nearly free.
 
-Each finished stage leaves two files in ``OUT/.stages/``:
-
-* ``<stage>.npz`` — its arrays and its encoded images (PNG/JPEG bytes), and
-* ``<stage>.json`` — its key, its JSON results and how long it took; written
-  last, so its presence means the stage finished.
-
-A stage's key is a SHA-256 of everything its result depends on (model files,
-test data, seed, profile parameters, its code version and the keys of the stages
-it reads); a stored result is used only when the key matches.
+A stage's key is a SHA-256 of everything its result depends on (the model files,
+the data, the seed, its parameters, its code version and the keys of the stages
+it reads). Each stored result is two files named by stage and key in the store's
+folder — ``<stage>--<key>.npz`` (arrays and encoded images) and
+``<stage>--<key>.json`` (JSON results, written last, so its presence means the
+result is complete). The folder may be shared by several builds and several
+machines (a path on a shared filesystem): equal keys mean equal results.
 """
 
 from __future__ import annotations
@@ -17,30 +16,15 @@ import hashlib
 import json
 import re
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from convscope.io import atomic_open, to_json, write_json
+from convscope.report.codec import CodecError, decode, encode
 
-_ARRAY, _IMAGE = "a__", "i__"
-
-
-@dataclass
-class StageOutput:
-    """What one stage produced.
-
-    Attributes:
-        meta: JSON-ready results (numbers, lists, strings).
-        arrays: numeric arrays later stages or the page need.
-        images: encoded images (PNG / JPEG bytes) by name.
-    """
-
-    meta: dict[str, Any] = field(default_factory=dict)
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    images: dict[str, bytes] = field(default_factory=dict)
+_ARRAY, _BLOB = "a__", "b__"
 
 
 def stage_key(parts: dict[str, Any]) -> str:
@@ -54,20 +38,20 @@ def _file_stem(name: str) -> str:
 
 
 class StageCache:
-    """Stage results in ``folder`` (normally ``OUT/.stages``)."""
+    """Stage results in ``folder`` (normally ``OUT/.stages``), addressed by key."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
 
-    def paths(self, name: str) -> tuple[Path, Path]:
-        """``(json, npz)`` paths of stage ``name``."""
-        stem = _file_stem(name)
+    def paths(self, name: str, key: str) -> tuple[Path, Path]:
+        """``(json, npz)`` paths of stage ``name`` with ``key``."""
+        stem = f"{_file_stem(name)}--{key[:24]}"
         return self.folder / f"{stem}.json", self.folder / f"{stem}.npz"
 
-    def load(self, name: str, key: str) -> tuple[StageOutput, float] | None:
-        """The stored output and its original run time, or ``None`` when there is
-        no finished result with this key (or the files are unreadable)."""
-        json_path, npz_path = self.paths(name)
+    def load(self, name: str, key: str) -> tuple[Any, float] | None:
+        """The stored result and its original run time, or ``None`` when there is no
+        complete result with this key (or its files are unreadable)."""
+        json_path, npz_path = self.paths(name, key)
         if not json_path.is_file() or not npz_path.is_file():
             return None
         try:
@@ -75,27 +59,39 @@ class StageCache:
             if record.get("key") != key:
                 return None
             arrays: dict[str, np.ndarray] = {}
-            images: dict[str, bytes] = {}
+            blobs: dict[str, bytes] = {}
             with np.load(npz_path, allow_pickle=False) as stored:
                 for entry in stored.files:
-                    if entry.startswith(_IMAGE):
-                        images[entry[len(_IMAGE):]] = stored[entry].tobytes()
+                    if entry.startswith(_BLOB):
+                        blobs[entry[len(_BLOB):]] = stored[entry].tobytes()
                     elif entry.startswith(_ARRAY):
                         arrays[entry[len(_ARRAY):]] = stored[entry]
-        except (OSError, ValueError, KeyError, json.JSONDecodeError, zipfile.BadZipFile):
+            result = decode(record["meta"], arrays, blobs)
+        except (OSError, ValueError, KeyError, json.JSONDecodeError, zipfile.BadZipFile, CodecError):
             return None
-        return StageOutput(meta=record.get("meta", {}), arrays=arrays, images=images), float(record.get("seconds", 0.0))
+        return result, float(record.get("seconds", 0.0))
 
-    def save(self, name: str, key: str, output: StageOutput, seconds: float) -> None:
-        """Store a finished stage (npz first, then the JSON that marks it done)."""
-        json_path, npz_path = self.paths(name)
-        entries = {_ARRAY + k: np.asarray(v) for k, v in output.arrays.items()}
-        entries.update({_IMAGE + k: np.frombuffer(v, dtype=np.uint8) for k, v in output.images.items()})
+    def has(self, name: str, key: str) -> bool:
+        json_path, npz_path = self.paths(name, key)
+        return json_path.is_file() and npz_path.is_file()
+
+    def save(self, name: str, key: str, result: Any, seconds: float) -> None:
+        """Store a finished result (npz first, then the JSON that marks it complete)."""
+        meta, arrays, blobs = encode(result)
+        json_path, npz_path = self.paths(name, key)
+        entries = {_ARRAY + k: np.asarray(v) for k, v in arrays.items()}
+        entries.update({_BLOB + k: np.frombuffer(v, dtype=np.uint8) for k, v in blobs.items()})
         with atomic_open(npz_path, "wb") as handle:
             np.savez(handle, **entries)
-        write_json(json_path, {"stage": name, "key": key, "seconds": round(seconds, 3), "meta": output.meta})
+        write_json(json_path, {"stage": name, "key": key, "seconds": round(seconds, 3), "meta": meta})
 
-    def forget(self, name: str) -> None:
-        """Remove a stage's stored result (tests use it to simulate an interruption)."""
-        for path in self.paths(name):
+    def forget(self, name: str) -> int:
+        """Remove every stored result of stage ``name`` (tests simulate interruptions); returns the count."""
+        count = 0
+        for path in self.folder.glob(f"{_file_stem(name)}--*"):
             path.unlink(missing_ok=True)
+            count += path.suffix == ".json"
+        return count
+
+
+__all__ = ["StageCache", "stage_key"]

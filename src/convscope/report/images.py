@@ -224,3 +224,68 @@ def legend_gradient(cmap: str, stops: int = 9) -> str:
         r, g, b = table[round(i * 255 / (stops - 1))]
         parts.append(f"rgb({r},{g},{b}) {100 * i / (stops - 1):.0f}%")
     return "linear-gradient(to right, " + ", ".join(parts) + ")"
+
+
+def picture_png(image: np.ndarray) -> bytes:
+    """A dataset image, uint8 ``(H, W)`` (gray) or ``(H, W, 3)`` (colour), as PNG."""
+    return png_bytes(np.asarray(image, dtype=np.uint8))
+
+
+def _rgb_levels(values: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """``(3, H, W)`` floats on ``[vmin, vmax]`` → ``(H, W, 3)`` uint8 (clipped)."""
+    values = np.asarray(values, dtype=np.float64)
+    scaled = np.clip((values - vmin) / ((vmax - vmin) or 1.0), 0.0, 1.0)
+    return (np.moveaxis(np.nan_to_num(scaled), 0, -1) * 255.0 + 0.5).astype(np.uint8)
+
+
+def input_png(values: np.ndarray, cmap: str, vmin: float, vmax: float) -> bytes:
+    """A picture in the model's input space (an OIP, a class pattern): ``(1, H, W)`` /
+    ``(H, W)`` through ``cmap``, ``(3, H, W)`` as colour, both on the fixed scale."""
+    values = np.asarray(values)
+    if values.ndim == 3 and values.shape[0] == 3:
+        return png_bytes(_rgb_levels(values, vmin, vmax))
+    while values.ndim > 2:
+        values = values[0]
+    return colour_png(values, cmap, vmin, vmax)
+
+
+def input_strip_png(frames: Sequence[np.ndarray], cmap: str, vmin: float, vmax: float, gap: int = 1) -> bytes:
+    """Input-space frames ``(C, H, W)`` side by side (an evolution strip), one scale."""
+    frames = [np.asarray(f) for f in frames]
+    if frames[0].ndim == 3 and frames[0].shape[0] == 3:
+        h, w = frames[0].shape[1:]
+        canvas = np.full((h, len(frames) * (w + gap) - gap, 3), GAP_COLOUR, dtype=np.uint8)
+        for j, frame in enumerate(frames):
+            canvas[:, j * (w + gap) : j * (w + gap) + w] = _rgb_levels(frame, vmin, vmax)
+        return png_bytes(canvas)
+    return strip_png([f.reshape(f.shape[-2:]) for f in frames], cmap, vmin, vmax, gap)
+
+
+def pictures_with_fields_png(
+    images: Sequence[np.ndarray], rectangles: Sequence[Sequence[int]] | None, *, zoom: int | None = None, gap: int = 3,
+) -> bytes:
+    """Dataset images side by side, enlarged (nearest) to about 84 px, each with its
+    receptive field outlined in orange; gray images as an indexed PNG
+    (:func:`digits_with_fields_png`), colour ones as RGB."""
+    first = np.asarray(images[0])
+    zoom = zoom or max(1, round(84 / max(first.shape[:2])))
+    if first.ndim == 2:
+        return digits_with_fields_png(images, rectangles, zoom=zoom, gap=gap)
+    h, w = first.shape[:2]
+    height, width = h * zoom, w * zoom
+    canvas = np.full((height, len(images) * (width + gap) - gap, 3), 255, dtype=np.uint8)
+    for j, image in enumerate(images):
+        big = np.repeat(np.repeat(np.asarray(image, dtype=np.uint8), zoom, axis=0), zoom, axis=1)
+        canvas[:, j * (width + gap) : j * (width + gap) + width] = big
+    picture = Image.fromarray(canvas)
+    if rectangles is not None:
+        draw = ImageDraw.Draw(picture)
+        for j, rect in enumerate(rectangles):
+            top, left, bottom, right = (int(v) for v in rect)
+            if (top, left, bottom, right) != (0, 0, h, w):
+                x0 = j * (width + gap)
+                draw.rectangle([x0 + left * zoom, top * zoom, x0 + right * zoom - 1, bottom * zoom - 1],
+                               outline=FIELD_COLOUR, width=1)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()

@@ -36,6 +36,11 @@ class Profile:
         dream_steps: ascent steps per octave.
         carve_rounds: pattern-carving rounds.
         carve_epochs: ascent steps per carving round.
+        oip_chunk: maps per OIP chunk (a unit of work an executor can hand out).
+        topk_shard: test images per top-k shard.
+        max_classes: class visualisations for at most this many classes.
+        single_page_maps: above this many conv maps the atlas is one page per layer
+            with its images as files beside it (below: one self-contained file).
     """
 
     name: str = "full"
@@ -57,6 +62,10 @@ class Profile:
     dream_steps: int = 8
     carve_rounds: int = 4
     carve_epochs: int = 60
+    oip_chunk: int = 128
+    topk_shard: int = 10_000
+    max_classes: int = 20
+    single_page_maps: int = 1024
 
     def to_dict(self) -> dict[str, Any]:
         """The parameters as a JSON-ready dict."""

@@ -1,82 +1,37 @@
-"""The atlas stages: each calls the engines, draws its pictures and returns a
-:class:`~convscope.report.cache.StageOutput` (cached by the builder).
+"""The atlas stages: typed, pure functions of their inputs.
 
-Stages never write files themselves (the builder stores their output); they run
-the engines of :mod:`convscope.inside`, :mod:`convscope.optvis`,
-:mod:`convscope.explain` and :mod:`convscope.dream`, and the renderers of
-:mod:`convscope.render` for the few large figures.
+Every stage is a module-level function ``stage(env, params, inputs, progress)``
+returning a dataclass of this module (encodable by :mod:`convscope.report.codec`),
+so any executor can run it and the cache can store it. Large stages come in chunks
+(OIPs by groups of maps, top-k by dataset shards) with a merge stage, so the work
+can be spread over workers. Stages compute through the application layer and the
+engines, and draw their many small pictures (PNG bytes) for the page; they never
+write files.
 """
 
 from __future__ import annotations
 
 import json
-import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from convscope.device import model_device
+from convscope.progress import Task
 from convscope.report import images as img
-from convscope.report.cache import StageOutput
-from convscope.report.profile import Profile
+from convscope.report.executor import Env
 
 #: Bump when a stage's output changes meaning (invalidates stored results).
-STAGE_VERSION = 10
+STAGE_VERSION = 11
 
-#: Fixed colour scale of OIPs (they are standardised: mean 0, std 1).
+#: Fixed colour scale of OIPs and class patterns (they are standardised: mean 0, std 1).
 OIP_SCALE = (-3.0, 3.0)
 OIP_CMAP = "viridis"
 ACT_CMAP = "viridis"
 ATTR_CMAP = "RdBu_r"
-
-Progress = Callable[[int, int], None]
-
-
-@dataclass
-class Context:
-    """Everything a stage may read.
-
-    Attributes:
-        model: the network (eval mode).
-        ascent_model: a frozen channels-last copy for gradient ascent (faster on CPU).
-        split: the test split.
-        profile: work parameters.
-        seed: base seed of every random choice.
-        layers: layers that get a section.
-        conv_layers: the section layers holding a convolution (OIPs, deconvnets).
-        model_path: the model file stem (``None``: shipped model).
-        outputs: outputs of the stages finished so far.
-        progress: ``progress(done, total)`` inside the running stage.
-    """
-
-    model: nn.Module
-    ascent_model: nn.Module
-    split: Any
-    profile: Profile
-    seed: int
-    layers: list[str]
-    conv_layers: list[str]
-    model_path: Path | None
-    outputs: dict[str, StageOutput] = field(default_factory=dict)
-    progress: Progress | None = None
-
-    @property
-    def class_names(self) -> list[str]:
-        return [str(n) for n in self.split.class_names]
-
-    def generator(self, salt: str) -> torch.Generator:
-        """A generator seeded from the base seed and ``salt`` (independent per stage)."""
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(salt.encode()))
-
-    def tick(self, done: int, total: int) -> None:
-        if self.progress is not None:
-            self.progress(done, total)
 
 
 def _np(tensor: Any) -> np.ndarray:
@@ -85,16 +40,28 @@ def _np(tensor: Any) -> np.ndarray:
     return np.asarray(tensor)
 
 
+def _tick(progress: Task | None, done: float, total: float | None = None) -> None:
+    if progress is not None:
+        progress.update(done, total)
+
+
+# ----------------------------------------------------------------------------- layers
 def layer_kinds(model: nn.Module) -> dict[str, str]:
-    """``{layer: "conv" | "pool" | "dense" | "other"}`` for the top-level layers."""
-    kinds = {}
-    for name, module in model.named_children():
+    """``{layer: "conv" | "pool" | "dense" | "other"}`` for every module the forward
+    pass calls, in definition order (top-level children of sequential models first)."""
+    from convscope.address import layer_output_shapes
+
+    shapes = layer_output_shapes(model)
+    kinds: dict[str, str] = {}
+    for name, module in model.named_modules():
+        if not name or name not in shapes:
+            continue
         parts = list(module.modules())
-        if any(isinstance(m, nn.Conv2d) for m in parts):
+        if any(isinstance(m, nn.Conv2d) for m in parts) and len(shapes[name]) == 3:
             kinds[name] = "conv"
-        elif any(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in parts):
+        elif any(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) for m in parts):
             kinds[name] = "pool"
-        elif any(isinstance(m, nn.Linear) for m in parts):
+        elif any(isinstance(m, nn.Linear) for m in parts) and len(shapes[name]) == 1:
             kinds[name] = "dense"
         else:
             kinds[name] = "other"
@@ -102,25 +69,112 @@ def layer_kinds(model: nn.Module) -> dict[str, str]:
 
 
 def default_layers(model: nn.Module) -> list[str]:
-    """Conv layers and hidden dense layers (every dense layer but the output)."""
+    """The layers that get a section: the conv layers OIPs visualise
+    (:func:`convscope.optvis.oip.conv_layers`) and the hidden dense layers (every
+    dense layer but the one that gives the logits)."""
+    from convscope.address import layer_output_shapes
+    from convscope.optvis.oip import conv_layers
+
+    convs = conv_layers(model)
+    shapes = layer_output_shapes(model)
+    top = [name for name, _ in model.named_children()]
     kinds = layer_kinds(model)
-    dense = [n for n, k in kinds.items() if k == "dense"]
-    return [n for n, k in kinds.items() if k == "conv"] + dense[:-1]
+    dense = [n for n, k in kinds.items() if k == "dense" and (n in top or not isinstance(model, nn.Sequential))]
+    if not isinstance(model, nn.Sequential):
+        # leaf Linear modules only (not their containers)
+        dense = [n for n in dense if isinstance(dict(model.named_modules())[n], nn.Linear)]
+    logits = shapes.get("logits")
+    hidden = [n for n in dense if shapes[n] != logits][: max(0, len(dense) - 1)] if dense else []
+    return convs + hidden
 
 
 # ----------------------------------------------------------------------------- model card
-def find_history(model: nn.Module, model_path: Path | None, search_dirs: list[Path]) -> tuple[dict | None, str]:
-    """The training history stored with or near the model.
+@dataclass
+class ModelCard:
+    """The model, its evaluation on the test split, and the confusion matrix."""
+
+    name: str
+    architecture: str
+    summary: list[dict[str, Any]]
+    keras_summary: bool
+    total_params: int
+    trainable_params: int
+    training: dict[str, Any]
+    config_test_accuracy: float | None
+    preprocessing: str
+    input_shape: list[int]
+    dataset: str
+    evaluation: dict[str, Any]
+    predictions: np.ndarray
+    probabilities: np.ndarray
+    images: dict[str, bytes] = field(default_factory=dict)
+
+
+def stage_model_card(env: Env, params: dict, inputs: dict, progress: Task | None) -> ModelCard:
+    """Summary, parameter counts, recipe, test accuracy, per-class accuracy and the
+    confusion matrix (the evaluation later stages reuse)."""
+    from convscope.evaluation import evaluate_model
+    from convscope.models.summary import summary_table
+    from convscope.render.confusion import confusion_figure
+    from convscope.spec import spec_of
+
+    model = env.model
+    spec = spec_of(model)
+    evaluation = evaluate_model(model, env.split, progress=lambda done, total: _tick(progress, done, total))
+    table = summary_table(model)
+    config = getattr(model, "config", None)
+    card = ModelCard(
+        name=spec.name,
+        architecture=table.title,
+        summary=[{"name": r.name, "kind": r.kind, "output_shape": list(r.output_shape), "params": r.params} for r in table.rows],
+        keras_summary=bool(table.keras),
+        total_params=int(table.total),
+        trainable_params=int(table.trainable),
+        training=dict(getattr(config, "training", {}) or {}),
+        config_test_accuracy=getattr(config, "test_accuracy", None),
+        preprocessing=spec.preprocessing,
+        input_shape=list(spec.input_shape),
+        dataset=str(env.split.dataset),
+        evaluation=evaluation.to_dict(),
+        predictions=evaluation.predictions.astype(np.int32),
+        probabilities=evaluation.probabilities.astype(np.float32),
+    )
+    if len(spec.class_names) <= 40:
+        card.images["confusion"] = img.figure_png(confusion_figure(evaluation), dpi=100)
+    return card
+
+
+def most_confused_pair(confusion: np.ndarray) -> tuple[int, int]:
+    """The class pair the model confuses most: the largest off-diagonal cell
+    ``confusion[t, p]`` (true ``t`` predicted as ``p``; ties: the first in row-major
+    order), returned as ``(p, t)`` — for the shipped model 9s called 4 most often,
+    so ``(4, 9)``: the reference's "4 versus 9"."""
+    confusion = np.asarray(confusion, dtype=np.int64).copy()
+    if confusion.shape[0] < 2:
+        return 0, 0
+    np.fill_diagonal(confusion, -1)
+    t, p = np.unravel_index(int(np.argmax(confusion)), confusion.shape)
+    return int(p), int(t)
+
+
+# ----------------------------------------------------------------------------- training
+@dataclass
+class TrainingCurves:
+    source: str
+    history: dict[str, Any]
+    images: dict[str, bytes] = field(default_factory=dict)
+
+
+def find_history(model: nn.Module, model_ref: str | None, search_dirs: list[Path]) -> tuple[dict | None, str]:
+    """The training history stored with or near the model (front-end I/O: the build
+    calls this and passes the history to :func:`stage_training`).
 
     Looks, in order, at: the config's ``training["history"]``; ``history.json``
     and ``<name>.history.json`` beside the model file; then ``history.json`` files
     in ``search_dirs/*/`` whose model files carry the same weights hash.
-
-    Returns:
-        ``(history dict with "epochs" and "lr_history", where it came from)`` or
-        ``(None, reason)``.
     """
     from convscope.models import shipped_model_path
+    from convscope.models.loading import SHIPPED_MODELS
 
     config = getattr(model, "config", None)
     training = dict(getattr(config, "training", {}) or {})
@@ -129,7 +183,13 @@ def find_history(model: nn.Module, model_path: Path | None, search_dirs: list[Pa
         return embedded, "model config"
     if isinstance(embedded, list) and embedded:
         return {"epochs": embedded, "lr_history": training.get("lr_history", [])}, "model config"
-    stem = Path(model_path).with_suffix("") if model_path is not None else shipped_model_path()
+    if model_ref is None:
+        stem = shipped_model_path()
+    elif str(model_ref) in SHIPPED_MODELS:
+        stem = shipped_model_path().with_name(SHIPPED_MODELS[str(model_ref)])
+    else:
+        path = Path(str(model_ref).split(":")[0])
+        stem = path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
     candidates = [stem.parent / "history.json", stem.parent / f"{stem.name}.history.json"]
     sha = getattr(config, "weights_sha256", "")
     for folder in search_dirs:
@@ -144,11 +204,9 @@ def find_history(model: nn.Module, model_path: Path | None, search_dirs: list[Pa
             continue
         if path.parent == stem.parent:
             return history, str(path)
-        # elsewhere: only a history whose model file has our weights
         for model_file in history.get("model_files", []):
             if not str(model_file).endswith(".json"):
                 continue
-            # recorded relative to where training ran; also look beside the history file
             for config_file in (Path(model_file), path.parent / Path(model_file).name):
                 try:
                     recorded = json.loads(config_file.read_text(encoding="utf-8")).get("weights_sha256")
@@ -159,297 +217,426 @@ def find_history(model: nn.Module, model_path: Path | None, search_dirs: list[Pa
     return None, "no training history was recorded with this model"
 
 
-def stage_model_card(ctx: Context) -> StageOutput:
-    """Summary, parameter counts, recipe, test accuracy, per-class accuracy and the
-    confusion matrix (the evaluation every later stage reuses)."""
-    from convscope.evaluation import evaluate_model
-    from convscope.models import summary_rows
-    from convscope.render.confusion import confusion_figure
-
-    model = ctx.model
-    evaluation = evaluate_model(model, ctx.split, progress=ctx.tick)
-    out = StageOutput()
-    rows = summary_rows(model)
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    config = getattr(model, "config", None)
-    out.meta = {
-        "architecture": getattr(model, "architecture", type(model).__name__),
-        "summary": [{"name": r.name, "kind": r.kind, "output_shape": list(r.output_shape), "params": r.params} for r in rows],
-        "total_params": total,
-        "trainable_params": trainable,
-        "training": getattr(config, "training", {}) or {},
-        "config_test_accuracy": getattr(config, "test_accuracy", None),
-        "preprocessing": getattr(config, "preprocessing", None),
-        "evaluation": evaluation.to_dict(),
-    }
-    out.arrays = {
-        "predictions": evaluation.predictions.astype(np.int16),
-        "probabilities": evaluation.probabilities.astype(np.float32),
-    }
-    out.images["confusion"] = img.figure_png(confusion_figure(evaluation), dpi=100)
-    return out
-
-
-def stage_training(ctx: Context, history: dict | None, source: str) -> StageOutput:
-    """The training curves from the history found with the model (or a note that
-    none was recorded)."""
-    out = StageOutput(meta={"history_source": source})
+def stage_training(env: Env, params: dict, inputs: dict, progress: Task | None) -> TrainingCurves:
+    """The training curves from the history found with the model (or a note that none was recorded)."""
+    history, source = params.get("history"), params.get("source", "")
+    out = TrainingCurves(source=source, history={})
     if history is None:
         return out
     from convscope.render.training import curves_options, training_curves_figure
     from convscope.training.loop import EpochRecord
 
-    fields = set(EpochRecord.__dataclass_fields__)
+    fields_ = set(EpochRecord.__dataclass_fields__)
     try:
-        records = [EpochRecord(**{k: v for k, v in e.items() if k in fields}) for e in history["epochs"]]
+        records = [EpochRecord(**{k: v for k, v in e.items() if k in fields_}) for e in history["epochs"]]
         out.images["curves"] = img.figure_png(
-            training_curves_figure(records, history.get("lr_history", []), "", **curves_options(history)), dpi=90
-        )
-        out.meta["history"] = {
+            training_curves_figure(records, history.get("lr_history", []), "", **curves_options(history)), dpi=90)
+        out.history = {
             "epochs": len(records),
             "final_test_accuracy": history.get("test_accuracy", records[-1].test_accuracy),
             "final_train_accuracy": records[-1].train_accuracy,
             "train_seconds": history.get("train_seconds"),
         }
     except (TypeError, KeyError, ValueError, IndexError) as exc:
-        out.meta["history_source"] = f"a history was found ({source}) but could not be read: {exc}"
+        out.source = f"a history was found ({source}) but could not be read: {exc}"
     return out
 
 
-def _evaluation_view(ctx: Context) -> SimpleNamespace:
-    card = ctx.outputs["model_card"]
-    predictions = card.arrays["predictions"].astype(np.int64)
-    labels = np.asarray(ctx.split.labels, dtype=np.int64)
-    return SimpleNamespace(
-        predictions=predictions,
-        probabilities=card.arrays["probabilities"],
-        labels=labels,
-        misclassified=np.flatnonzero(predictions != labels).astype(np.int64),
-    )
-
-
 # ----------------------------------------------------------------------------- activations
-def sample_indices(predictions: np.ndarray, labels: np.ndarray, classes: int = 10) -> list[int]:
-    """One test image per class: the first (in file order) that the model gets right."""
+@dataclass
+class Activations:
+    """Activation grids of every section layer for one image per class, and the
+    first conv layer's raw filters."""
+
+    samples: list[int]
+    sample_classes: list[int]
+    layers: dict[str, dict[str, Any]]
+    filters_layer: str | None
+    filters_shape: list[int]
+    images: dict[str, bytes] = field(default_factory=dict)
+
+
+def sample_indices(predictions: np.ndarray, labels: np.ndarray, classes: int = 10, limit: int = 10) -> tuple[list[int], list[int]]:
+    """One test image per class (at most ``limit`` classes, spread over all): the
+    first (in file order) the model gets right. Returns ``(indices, classes)``."""
+    chosen_classes = list(range(classes)) if classes <= limit else [round(i * (classes - 1) / (limit - 1)) for i in range(limit)]
     picked = []
-    for cls in range(classes):
+    for cls in chosen_classes:
         hits = np.flatnonzero((labels == cls) & (predictions == cls))
         if len(hits) == 0:
             hits = np.flatnonzero(labels == cls)
         picked.append(int(hits[0]) if len(hits) else 0)
-    return picked
+    return picked, chosen_classes
 
 
-def stage_activations(ctx: Context) -> StageOutput:
-    """Raw filters of the first conv layer and activation grids of every section
-    layer for one sample digit per class (one shared colour scale per layer).
-    (The dense layers' class-mean patterns come from the comparison stage, which
-    already passes the whole test split through them.)"""
+def stage_activations(env: Env, params: dict, inputs: dict, progress: Task | None) -> Activations:
+    """Raw filters of the first conv layer and activation grids of every section layer
+    for one sample image per class (one shared colour scale per layer)."""
     from convscope.inside import conv_filters, layer_activations
     from convscope.render.inside import kernel_grid_figure
 
-    view = _evaluation_view(ctx)
-    samples = sample_indices(view.predictions, view.labels, len(ctx.class_names))
-    images = ctx.split.images[samples]
-    acts = layer_activations(ctx.model, images, ctx.layers)
-    out = StageOutput(meta={"samples": samples, "layers": {}})
-    for i, index in enumerate(samples):
-        out.images[f"digit/{i}"] = img.digit_png(images[i])
-    for name in ctx.layers:
-        values = _np(acts[name])  # (10, C, H, W) or (10, F)
+    card: ModelCard = inputs["model_card"]
+    labels = np.asarray(env.split.labels, dtype=np.int64)
+    samples, classes = sample_indices(card.predictions.astype(np.int64), labels, len(env.class_names))
+    pictures = env.split.images[samples]
+    layers = list(params["layers"])
+    acts = layer_activations(env.model, pictures, layers)
+    out = Activations(samples=samples, sample_classes=classes, layers={}, filters_layer=None, filters_shape=[])
+    for i in range(len(samples)):
+        out.images[f"input/{i}"] = img.picture_png(pictures[i])
+    for name in layers:
+        values = _np(acts[name])
         vmax = float(values.max()) or 1.0
         shape = list(values.shape[1:])
-        # 3×3 maps read better in wide rows; larger maps in rows of 8
         per_row = 8 if values.ndim == 4 and (shape[1] > 5 or shape[0] < 64) else 16
         for i in range(len(samples)):
             out.images[f"grid/{name}/{i}"] = img.grid_png(values[i], ACT_CMAP, 0.0, vmax, per_row=per_row)
         active = (values > 0).reshape(len(samples), -1).mean(axis=1)
-        out.meta["layers"][name] = {"shape": shape, "vmax": vmax, "per_row": per_row,
-                                    "active_fraction": [float(a) for a in active]}
-    # raw filters of the model's first conv layer (deeper kernels are 3×3×C stacks nobody can read)
-    first = next((n for n, k in layer_kinds(ctx.model).items() if k == "conv"), None)
-    if first is not None and first in ctx.conv_layers:
-        bank = conv_filters(ctx.model, first)
-        out.images["filters"] = img.figure_png(kernel_grid_figure(bank), dpi=90)
-        out.meta["filters_layer"] = first
-        out.meta["filters_shape"] = list(bank.weights.shape)
+        out.layers[name] = {"shape": shape, "vmax": vmax, "per_row": per_row, "active_fraction": [float(a) for a in active]}
+    first = params.get("first_conv")
+    if first:
+        try:
+            bank = conv_filters(env.model, first)
+            out.images["filters"] = img.figure_png(kernel_grid_figure(bank), dpi=90)
+            out.filters_layer = first
+            out.filters_shape = list(bank.weights.shape)
+        except (ValueError, AttributeError, TypeError):
+            pass
     return out
 
 
 # ----------------------------------------------------------------------------- top-k
-def stage_topk(ctx: Context) -> StageOutput:
-    """For every map/node of the section layers, the test images that activate it
-    most (one pass), drawn with the maximal unit's receptive field."""
+@dataclass
+class TopkShard:
+    """Top-k candidates of one dataset shard, per layer: ``indices`` (global), ``values``, ``rects``."""
+
+    start: int
+    stop: int
+    k: int
+    layers: list[str]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def stage_topk_shard(env: Env, params: dict, inputs: dict, progress: Task | None) -> TopkShard:
+    """The top-k images of the shard ``[start, stop)`` per map/node of the layers (one pass)."""
     from convscope.inside import topk_layers
 
-    k = ctx.profile.topk
-    # the frozen channels-last copy: same maps, ≈1.4× faster on CPU
-    result = topk_layers(ctx.ascent_model, ctx.split.images, ctx.layers, k=k, progress=ctx.tick)
-    out = StageOutput(meta={"k": k, "num_images": len(ctx.split.images), "layers": {}})
-    images = ctx.split.images
+    start, stop, k = int(params["start"]), int(params["stop"]), int(params["k"])
+    layers = list(params["layers"])
+    result = topk_layers(env.ascent_model, env.split.images[start:stop], layers, k=k,
+                         progress=lambda done, total: _tick(progress, done, total))
+    shard = TopkShard(start=start, stop=stop, k=k, layers=layers)
     for name, top in result.items():
-        indices = top.indices.numpy()
-        values = top.values.numpy()
-        rects = top.rectangles.numpy() if top.rectangles is not None else None
+        shard.arrays[f"indices/{name}"] = (top.indices.numpy() + start).astype(np.int64)
+        shard.arrays[f"values/{name}"] = top.values.numpy().astype(np.float32)
+        if top.rectangles is not None:
+            shard.arrays[f"rects/{name}"] = top.rectangles.numpy().astype(np.int32)
+    return shard
+
+
+@dataclass
+class TopK:
+    """For every map/node of the section layers, the dataset images that activate it
+    most, with the strongest unit's receptive field, and their strips."""
+
+    k: int
+    num_images: int
+    layers: dict[str, dict[str, Any]]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    images: dict[str, bytes] = field(default_factory=dict)
+
+    def indices(self, layer: str) -> np.ndarray:
+        return self.arrays[f"indices/{layer}"]
+
+    def values(self, layer: str) -> np.ndarray:
+        return self.arrays[f"values/{layer}"]
+
+    def fires_on_data(self, layer: str) -> np.ndarray:
+        """``(M,)`` bool: the map's strongest unit is > 0 on some image."""
+        return self.values(layer)[:, 0] > 0
+
+
+def merge_topk(shards: list[TopkShard]) -> dict[str, dict[str, np.ndarray]]:
+    """The global top-k from shard candidates: highest value first, ties → lower index
+    (the order one pass over all images gives)."""
+    merged: dict[str, dict[str, np.ndarray]] = {}
+    k = shards[0].k
+    for name in shards[0].layers:
+        values = np.concatenate([s.arrays[f"values/{name}"] for s in shards], axis=1)
+        indices = np.concatenate([s.arrays[f"indices/{name}"] for s in shards], axis=1)
+        has_rects = all(f"rects/{name}" in s.arrays for s in shards)
+        rects = np.concatenate([s.arrays[f"rects/{name}"] for s in shards], axis=1) if has_rects else None
+        order = np.lexsort((indices, -values.astype(np.float64)), axis=1)[:, :k]
+        rows = np.arange(values.shape[0])[:, None]
+        merged[name] = {"indices": indices[rows, order], "values": values[rows, order]}
+        if rects is not None:
+            merged[name]["rects"] = rects[rows, order]
+    return merged
+
+
+def stage_topk(env: Env, params: dict, inputs: dict, progress: Task | None) -> TopK:
+    """Merge the shards and draw the strips."""
+    shards = sorted((inputs[name] for name in params["shards"]), key=lambda s: s.start)
+    merged = merge_topk(shards)
+    k = shards[0].k
+    out = TopK(k=k, num_images=int(shards[-1].stop - shards[0].start), layers={})
+    images = env.split.images
+    total = sum(m["indices"].shape[0] for m in merged.values())
+    done = 0
+    for name, m in merged.items():
+        indices, rects = m["indices"], m.get("rects")
         out.arrays[f"indices/{name}"] = indices.astype(np.int32)
-        out.arrays[f"values/{name}"] = values.astype(np.float32)
+        out.arrays[f"values/{name}"] = m["values"].astype(np.float32)
         if rects is not None:
             out.arrays[f"rects/{name}"] = rects.astype(np.int16)
-        for m in range(indices.shape[0]):
-            out.images[f"strip/{name}/{m}"] = img.digits_with_fields_png(
-                [images[int(i)] for i in indices[m]], None if rects is None else rects[m]
-            )
-        field = None
+        for unit in range(indices.shape[0]):
+            out.images[f"strip/{name}/{unit}"] = img.pictures_with_fields_png(
+                [images[int(i)] for i in indices[unit]], None if rects is None else rects[unit])
+            done += 1
+            _tick(progress, done, total)
+        field_ = None
         if rects is not None:
             t, l, b, r = (int(v) for v in rects[0, 0])
-            field = [b - t, r - l]
-        out.meta["layers"][name] = {"maps": int(indices.shape[0]), "receptive_field": field}
+            field_ = [b - t, r - l]
+        out.layers[name] = {"maps": int(indices.shape[0]), "receptive_field": field_}
     return out
 
 
 # ----------------------------------------------------------------------------- OIPs
-def stage_oip(ctx: Context, layer: str) -> StageOutput:
-    """The OIP of every map of ``layer`` (:func:`convscope.optvis.oip.compute_oips`:
-    precursor starts, then the reference ascent of all maps in one batch);
-    evolution strips from its snapshots."""
-    from convscope.address import layer_output_shapes
-    from convscope.inference import to_input
-    from convscope.optvis.oip import compute_oips
+@dataclass
+class OIPChunk:
+    """The OIPs of some maps of one layer."""
 
-    p = ctx.profile
-    count = int(layer_output_shapes(ctx.model)[layer][0])
-    maps = list(range(count))
-    dataset = to_input(ctx.ascent_model, ctx.split.images[: p.precursor_dataset]) if p.precursor_dataset else None
-    ctx.tick(0, p.oip_steps)
-    computed = compute_oips(
-        ctx.ascent_model, layer, maps, seed=ctx.seed + zlib.crc32(layer.encode()) % 10_000, steps=p.oip_steps,
-        epsilon=p.oip_epsilon, criterion=p.oip_criterion, early_stop=True, n_candidates=p.precursor_candidates,
-        dataset_images=dataset, preactivation_steps=p.precursor_preactivation_steps,
-        n_report_steps=p.oip_report_steps, progress=lambda step, steps, _active: ctx.tick(step, steps),
-    )
-    result = computed.ascent
-    starts = computed.precursor
-    oips = _np(result.images)[:, 0]  # (C, 28, 28)
-    snaps = _np(result.snapshots)[:, :, 0]  # (S, C, 28, 28)
-    final = _np(result.final_loss).astype(np.float64)
-    status = list(result.status)
-    dead = [bool(s == "dead" or f <= 0) for s, f in zip(status, final)]
-    out = StageOutput()
-    lo, hi = OIP_SCALE
-    for m in maps:
-        out.images[f"oip/{m}"] = img.map_png(oips[m], OIP_CMAP, lo, hi)
-        out.images[f"evo/{m}"] = img.strip_png(list(snaps[:, m]), OIP_CMAP, lo, hi)
+    layer: str
+    maps: list[int]
+    status: list[str]
+    source: list[str]
+    snapshot_steps: list[int]
+    member_steps: int
+    params: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    images: dict[str, bytes] = field(default_factory=dict)
+
+
+def oip_options(params: dict):
+    """The :class:`~convscope.app.oip.OIPOptions` of the atlas profile's OIP parameters."""
+    from convscope.app.oip import OIPOptions
+
+    return OIPOptions(steps=params["steps"], epsilon=params["epsilon"], criterion=params["criterion"], early_stop=True,
+                      candidates=params["candidates"], report_steps=params["report_steps"], seed=params["seed"],
+                      dataset_starts=params["dataset"] > 0, preactivation_steps=params["preactivation_steps"])
+
+
+def stage_oip_chunk(env: Env, params: dict, inputs: dict, progress: Task | None) -> OIPChunk:
+    """OIPs of ``params["maps"]`` of ``params["layer"]`` (precursor starts, the reference
+    ascent of all of them in one batch, early stop) through :func:`convscope.app.oip.run_oips`."""
+    from convscope.app.oip import run_oips
+    from convscope.inference import to_input
+    from convscope.progress import Progress
+
+    layer, maps = params["layer"], list(params["maps"])
+    dataset = to_input(env.ascent_model, env.split.images[: params["dataset"]]).cpu() if params["dataset"] else None
+    inner = Progress(sink=(lambda event: _tick(progress, event.completed, event.total)) if progress is not None else None)
+    run = run_oips(env.ascent_model, [(layer, maps)], oip_options(params), dataset_images=dataset, progress=inner).layers[0]
+    images = _np(run.images[:, 0])  # (M, C, H, W)
+    snaps = _np(run.snapshots) if run.snapshots is not None else None  # (S, M, C, H, W)
+    losses = _np(run.history)
+    picks = np.unique(np.linspace(0, losses.shape[0] - 1, 61).round().astype(int))
+    out = OIPChunk(layer=layer, maps=maps, status=list(run.status), source=list(run.starts),
+                   snapshot_steps=list(run.snapshot_steps), member_steps=int(run.member_steps),
+                   params=dict(run.params))
     out.arrays = {
-        "oips": oips.astype(np.float16),
-        "final_loss": final,
-        "initial_loss": _np(result.initial_loss).astype(np.float64),
-        "converged_step": _np(result.converged_step).astype(np.int32),
-        # the objective over the ascent, ≤ 61 points per map (sparklines on the map cards)
-        "loss_curve": _np(result.losses)[np.unique(np.linspace(0, result.losses.shape[0] - 1, 61).round().astype(int))]
-        .T.astype(np.float32),
-        "start_score": _np(starts.scores).astype(np.float64) if starts is not None else np.zeros(count),
+        "oips": images.astype(np.float16),
+        "final_loss": _np(run.final_loss[:, 0]).astype(np.float64),
+        "initial_loss": _np(run.initial_loss[:, 0]).astype(np.float64),
+        "converged_step": np.asarray(run.converged_step, dtype=np.int32),
+        "loss_curve": losses[picks].T.astype(np.float32),
     }
-    out.meta = {
-        "layer": layer,
-        "maps": count,
-        "status": status,
-        "dead": dead,
-        "source": list(starts.source) if starts is not None else ["random"] * count,
-        "snapshot_steps": [int(s) for s in result.snapshot_steps],
-        "alive": int(count - sum(dead)),
-        "member_steps": int(result.member_steps),
-        "params": {**result.params, "precursor": starts.params if starts is not None else {}},
-    }
+    lo, hi = OIP_SCALE
+    for i, m in enumerate(maps):
+        out.images[f"oip/{m}"] = img.input_png(images[i], OIP_CMAP, lo, hi)
+        if snaps is not None:
+            out.images[f"evo/{m}"] = img.input_strip_png(list(snaps[:, i]), OIP_CMAP, lo, hi)
     return out
 
 
+@dataclass
+class LayerOIPs:
+    """Every OIP of one layer (the chunks merged), with each map's status."""
+
+    layer: str
+    maps: int
+    status: list[str]
+    source: list[str]
+    dead: list[bool]
+    fires_on_data: list[bool]
+    snapshot_steps: list[int]
+    alive: int
+    params: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    images: dict[str, bytes] = field(default_factory=dict)
+
+    def state(self, m: int) -> str:
+        """``"responds"``, ``"converged"``, ``"silent"`` (0 here, fires on data) or ``"dead"`` (never fires)."""
+        if not self.dead[m]:
+            return "converged" if self.status[m] == "converged" else "responds"
+        return "silent" if self.fires_on_data[m] else "dead"
+
+
+def stage_oip(env: Env, params: dict, inputs: dict, progress: Task | None) -> LayerOIPs:
+    """Merge a layer's OIP chunks; mark maps that fire on data although their OIP stayed at 0."""
+    chunks = sorted((inputs[name] for name in params["chunks"]), key=lambda c: c.maps[0])
+    layer = chunks[0].layer
+    arrays = {key: np.concatenate([c.arrays[key] for c in chunks]) for key in chunks[0].arrays}
+    status = [s for c in chunks for s in c.status]
+    final = arrays["final_loss"]
+    dead = [bool(s == "dead" or f <= 0) for s, f in zip(status, final)]
+    topk: TopK | None = inputs.get("topk")
+    fires = list(topk.fires_on_data(layer)) if topk is not None and f"values/{layer}" in topk.arrays else [False] * len(dead)
+    images: dict[str, bytes] = {}
+    for c in chunks:
+        images.update(c.images)
+    params_ = dict(chunks[0].params)
+    params_["member_steps"] = sum(c.member_steps for c in chunks)
+    return LayerOIPs(
+        layer=layer, maps=len(status), status=status, source=[s for c in chunks for s in c.source], dead=dead,
+        fires_on_data=[bool(f) for f in fires], snapshot_steps=chunks[0].snapshot_steps,
+        alive=int(len(dead) - sum(dead)), params=params_, arrays=arrays, images=images,
+    )
+
+
 # ----------------------------------------------------------------------------- deconvnet
-def stage_deconv(ctx: Context) -> StageOutput:
-    """Deconvnet (Zeiler & Fergus) of each map's strongest test image."""
+@dataclass
+class Deconvnets:
+    """Deconvnet (Zeiler & Fergus) of each conv map's strongest test image."""
+
+    layers: dict[str, list[int]]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    images: dict[str, bytes] = field(default_factory=dict)
+
+
+def _gray_attribution(values: np.ndarray) -> np.ndarray:
+    """``(C, H, W)`` attribution → ``(H, W)`` (summed over colour channels)."""
+    values = np.asarray(values)
+    return values.sum(axis=0) if values.ndim == 3 else values
+
+
+def stage_deconv(env: Env, params: dict, inputs: dict, progress: Task | None) -> Deconvnets:
     from convscope.explain import Deconvnet
     from convscope.inference import to_input
 
-    topk = ctx.outputs["topk"]
-    method = Deconvnet(ctx.model)
-    out = StageOutput(meta={"layers": {}})
-    total = sum(topk.arrays[f"indices/{n}"].shape[0] for n in ctx.conv_layers)
+    topk: TopK = inputs["topk"]
+    method = Deconvnet(env.model)
+    out = Deconvnets(layers={})
+    layers = list(params["layers"])
+    total = sum(topk.indices(n).shape[0] for n in layers)
     done = 0
-    for name in ctx.conv_layers:
-        indices = topk.arrays[f"indices/{name}"][:, 0]
-        x = to_input(ctx.model, ctx.split.images[indices.astype(np.int64)])
+    for name in layers:
+        strongest = topk.indices(name)[:, 0].astype(np.int64)
+        x = to_input(env.model, env.split.images[strongest])
         maps = []
-        for m, index in enumerate(indices):
-            attribution = method.attribute(x[m : m + 1], target=f"{name}:{m}")
-            values = _np(attribution)[0, 0]
+        for m, index in enumerate(strongest):
+            values = _gray_attribution(_np(method.attribute(x[m : m + 1], target=f"{name}:{m}"))[0])
             maps.append(values)
-            # a few pixels dominate a deconvnet; scale to the 99th percentile of |value| (the rest clips)
             limit = float(np.percentile(np.abs(values), 99)) or None
             out.images[f"deconv/{name}/{m}"] = img.signed_png(values, limit, cmap=ATTR_CMAP)
-            out.images[f"input/{name}/{m}"] = img.digit_png(ctx.split.images[int(index)])
+            out.images[f"input/{name}/{m}"] = img.picture_png(env.split.images[int(index)])
             done += 1
-            ctx.tick(done, total)
+            _tick(progress, done, total)
         out.arrays[f"deconv/{name}"] = np.stack(maps).astype(np.float32)
-        out.meta["layers"][name] = {"images": [int(i) for i in indices]}
+        out.layers[name] = [int(i) for i in strongest]
     return out
 
 
 # ----------------------------------------------------------------------------- classes
-def stage_classes(ctx: Context) -> StageOutput:
-    """Class visualisations (:func:`convscope.optvis.strategies.class_patterns`):
-    each class logit maximised from noise with a little jitter, two passes."""
-    from convscope.optvis.strategies import class_patterns
+@dataclass
+class ClassPatterns:
+    """Each class logit maximised (up to ``max_classes`` classes)."""
 
-    p = ctx.profile
-    n = len(ctx.class_names)
-    total = 2 * p.class_steps
-    state = {"pass": 0, "last": 0}
+    classes: list[int]
+    names: list[str]
+    p_class: list[float]
+    predicted: list[int]
+    final_logit: list[float]
+    params: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    images: dict[str, bytes] = field(default_factory=dict)
 
-    def tick(step: int, steps: int, _active: int) -> None:
-        if step < state["last"]:  # the second pass began
-            state["pass"] += 1
-        state["last"] = step
-        ctx.tick(state["pass"] * steps + step, total)
 
-    result = class_patterns(ctx.ascent_model, steps=p.class_steps, epsilon=p.class_epsilon, passes=2,
-                            seed=ctx.seed, progress=tick)
+def stage_classes(env: Env, params: dict, inputs: dict, progress: Task | None) -> ClassPatterns:
+    from convscope.app.oip import class_patterns
+    from convscope.device import model_device
+    from convscope.progress import Progress
+    from convscope.spec import model_output
+
+    count = len(env.class_names)
+    chosen = list(range(min(count, int(params["max_classes"]))))
+    inner = Progress(sink=(lambda event: _tick(progress, event.completed, event.total)) if progress is not None else None)
+    result = class_patterns(env.ascent_model, chosen, steps=params["steps"], epsilon=params["epsilon"], passes=2,
+                            seed=params["seed"], progress=inner)
     with torch.no_grad():
-        probs = torch.softmax(ctx.model(result.images.to(model_device(ctx.model))).float(), dim=1).cpu().numpy()
-    pictures = _np(result.images)[:, 0]
-    out = StageOutput()
+        logits = model_output(env.model(result.images.to(model_device(env.model))))
+        probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+    pictures = _np(result.images)  # (n, C, H, W)
+    out = ClassPatterns(
+        classes=chosen, names=list(result.names), p_class=[float(probs[i, c]) for i, c in enumerate(chosen)],
+        predicted=[int(probs[i].argmax()) for i in range(len(chosen))], final_logit=[float(v) for v in _np(result.logits)],
+        params=dict(result.params),
+    )
     lo, hi = OIP_SCALE
-    for c in range(n):
-        out.images[f"class/{c}"] = img.map_png(pictures[c], OIP_CMAP, lo, hi)
-        out.images[f"class_gray/{c}"] = img.map_png(pictures[c], "gray", lo, hi)
+    for i in range(len(chosen)):
+        out.images[f"class/{i}"] = img.input_png(pictures[i], OIP_CMAP, lo, hi)
+        if pictures.shape[1] == 1:
+            out.images[f"class_gray/{i}"] = img.input_png(pictures[i], "gray", lo, hi)
     out.arrays = {"images": pictures.astype(np.float16), "probabilities": probs.astype(np.float32)}
-    out.meta = {
-        "p_class": [float(probs[c, c]) for c in range(n)],
-        "predicted": [int(probs[c].argmax()) for c in range(n)],
-        "final_logit": [float(v) for v in _np(result.logits)],
-        "params": result.params,
-    }
     return out
 
 
-# ----------------------------------------------------------------------------- 4 vs 9
-def stage_compare(ctx: Context, class_a: int = 4, class_b: int = 9) -> StageOutput:
-    """The reference's 4-vs-9 comparison: clear and ambiguous examples chosen from
-    the data and the model, their Conv2D_3 / Dense_1 patterns with marks, and the
-    probabilities."""
+# ----------------------------------------------------------------------------- class comparison
+@dataclass
+class Comparison:
+    """The model's most confused class pair: clear and ambiguous examples, their
+    patterns with marks, the best-separating positions, and dense node patterns."""
+
+    class_a: int
+    class_b: int
+    compared_layers: list[str]
+    details: dict[str, Any]
+    dense: dict[str, dict[str, Any]]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    images: dict[str, bytes] = field(default_factory=dict)
+
+
+def dense_patterns(out: Comparison, name: str, means: np.ndarray, classes: int) -> None:
+    """Node patterns of one dense layer from its class means ``(classes, F)``."""
+    means = np.nan_to_num(means.astype(np.float64))
+    vmax = float(means.max()) or 1.0
+    out.images[f"dense/{name}"] = img.map_png(means, ACT_CMAP, 0.0, vmax)
+    specific = []
+    for c in range(classes):
+        others = np.delete(means, c, axis=0).mean(axis=0) if classes > 1 else np.zeros_like(means[0])
+        order = np.argsort(-(means[c] - others), kind="stable")[:5]
+        specific.append([int(o) for o in order])
+    out.arrays[f"dense_means/{name}"] = means.astype(np.float32)
+    out.dense[name] = {"vmax": vmax, "nodes": int(means.shape[1]), "top_nodes": specific,
+                       "silent_nodes": int((means.max(axis=0) <= 0).sum())}
+
+
+def stage_compare(env: Env, params: dict, inputs: dict, progress: Task | None) -> Comparison:
     from convscope.inside import compare_classes
     from convscope.render.inside import MARK_A, MARK_B, class_rows_figure, separation_figure
 
-    kinds = layer_kinds(ctx.model)
-    convs = [n for n, k in kinds.items() if k == "conv"]
-    dense = [n for n, k in kinds.items() if k == "dense"]
-    layers = [convs[-1]] + dense[:-1]
+    card: ModelCard = inputs["model_card"]
+    class_a, class_b = most_confused_pair(np.asarray(card.evaluation["confusion"]))
+    layers = list(params["layers"])
+    names = env.class_names
     comparison = compare_classes(
-        ctx.ascent_model, ctx.split.images, ctx.split.labels, class_a, class_b, layers=layers,
-        n_examples=ctx.profile.compare_examples, progress=ctx.tick,
+        env.ascent_model, env.split.images, env.split.labels, class_a, class_b, layers=layers,
+        n_examples=params["examples"], progress=lambda done, total: _tick(progress, done, total),
     )
     ex = comparison.examples
-    names = ctx.class_names
     a_name, b_name = names[class_a], names[class_b]
+    out = Comparison(class_a=class_a, class_b=class_b, compared_layers=layers, details=comparison.to_dict(top=10), dense={})
 
     def row(index: int, role: str) -> dict:
         return comparison.example_row(index, role, names)
@@ -460,8 +647,7 @@ def stage_compare(ctx: Context, class_a: int = 4, class_b: int = 9) -> StageOutp
               (MARK_B, f"active in all clear {b_name}s, in no {a_name}")]
     rows = ([row(i, f"ambiguous {a_name}") for i in ex.ambiguous_a] + [row(i, f"clear {a_name}") for i in ex.clear_a]
             + [row(i, f"clear {b_name}") for i in ex.clear_b])
-    out = StageOutput()
-    if rows:  # an untrained model may classify no image of the two classes correctly
+    if rows:
         out.images["rows"] = img.figure_png(class_rows_figure(
             rows, layers, marks=marks, legend=legend, class_names=names,
             title=f"{layers[0]} and {layers[-1]} patterns: ambiguous '{a_name}'s, clear '{a_name}'s and clear '{b_name}'s",
@@ -469,125 +655,136 @@ def stage_compare(ctx: Context, class_a: int = 4, class_b: int = 9) -> StageOutp
     separations = [comparison.layers[n].separation for n in layers]
     out.images["separation"] = img.figure_png(separation_figure(separations, top=10, class_names=names), dpi=80)
     for index in comparison.images:
-        out.images[f"digit/{index}"] = img.digit_png(comparison.images[index])
-    out.meta = {
-        "class_a": class_a, "class_b": class_b, "compared_layers": layers,
-        **comparison.to_dict(top=10),
-        "dense": {},
-    }
-    for name in dense[:-1]:
-        dense_patterns(out, name, _np(comparison.layers[name].separation.class_means), len(names))
+        out.images[f"input/{index}"] = img.picture_png(comparison.images[index])
+    for name in params.get("dense", []):
+        if name in comparison.layers:
+            dense_patterns(out, name, _np(comparison.layers[name].separation.class_means), len(names))
     return out
 
 
-def dense_patterns(out: StageOutput, name: str, means: np.ndarray, classes: int) -> None:
-    """Node patterns of one dense layer from its class means ``(classes, F)``: the
-    heat map, the most class-specific nodes, the nodes that never fire on average."""
-    means = np.nan_to_num(means.astype(np.float64))
-    vmax = float(means.max()) or 1.0
-    out.images[f"dense/{name}"] = img.map_png(means, ACT_CMAP, 0.0, vmax)
-    specific = []
-    for c in range(classes):
-        others = np.delete(means, c, axis=0).mean(axis=0)
-        order = np.argsort(-(means[c] - others), kind="stable")[:5]
-        specific.append([int(o) for o in order])
-    out.arrays[f"dense_means/{name}"] = means.astype(np.float32)
-    out.meta["dense"][name] = {"vmax": vmax, "nodes": int(means.shape[1]), "top_nodes": specific,
-                               "silent_nodes": int((means.max(axis=0) <= 0).sum())}
-
-
 # ----------------------------------------------------------------------------- mistakes
-def stage_mistakes(ctx: Context) -> StageOutput:
-    """The most confident mistakes, each explained (integrated gradients from an
-    empty image) for its true and its predicted class on one shared scale."""
+@dataclass
+class Mistakes:
+    total_errors: int
+    mistakes: list[dict[str, Any]]
+    method: str
+    images: dict[str, bytes] = field(default_factory=dict)
+
+
+def stage_mistakes(env: Env, params: dict, inputs: dict, progress: Task | None) -> Mistakes:
+    """The most confident mistakes, each explained (integrated gradients from an empty
+    image) for its true and its predicted class on one shared scale."""
+    from types import SimpleNamespace
+
     from convscope.explain import IntegratedGradients
     from convscope.inference import to_input
     from convscope.inside import select_mistakes
 
-    view = _evaluation_view(ctx)
-    mistakes = select_mistakes(view, limit=ctx.profile.mistakes)
-    out = StageOutput(meta={"total_errors": int(mistakes.total_errors), "mistakes": []})
+    card: ModelCard = inputs["model_card"]
+    predictions = card.predictions.astype(np.int64)
+    labels = np.asarray(env.split.labels, dtype=np.int64)
+    view = SimpleNamespace(predictions=predictions, probabilities=card.probabilities, labels=labels,
+                           misclassified=np.flatnonzero(predictions != labels).astype(np.int64))
+    mistakes = select_mistakes(view, limit=params["n"])
+    steps = params["ig_steps"]
+    out = Mistakes(total_errors=int(mistakes.total_errors), mistakes=[],
+                   method=f"integrated gradients, {steps} steps, baseline: empty image")
     if len(mistakes.indices) == 0:
         return out
-    x = to_input(ctx.model, ctx.split.images[mistakes.indices])
-    method = IntegratedGradients(ctx.model)
-    steps = ctx.profile.ig_steps
-    for_true = _np(method.attribute(x, [int(t) for t in mistakes.labels], baseline="min", steps=steps))[:, 0]
-    ctx.tick(1, 2)
-    for_pred = _np(method.attribute(x, [int(p) for p in mistakes.predictions], baseline="min", steps=steps))[:, 0]
-    ctx.tick(2, 2)
+    x = to_input(env.model, env.split.images[mistakes.indices])
+    method = IntegratedGradients(env.model)
+    for_true = _np(method.attribute(x, [int(t) for t in mistakes.labels], baseline="min", steps=steps))
+    _tick(progress, 1, 2)
+    for_pred = _np(method.attribute(x, [int(p) for p in mistakes.predictions], baseline="min", steps=steps))
+    _tick(progress, 2, 2)
     for j, index in enumerate(mistakes.indices):
-        limit = float(max(np.abs(for_true[j]).max(), np.abs(for_pred[j]).max())) or 1.0
-        out.images[f"digit/{j}"] = img.digit_png(ctx.split.images[index])
-        out.images[f"true/{j}"] = img.signed_png(for_true[j], limit, ATTR_CMAP)
-        out.images[f"pred/{j}"] = img.signed_png(for_pred[j], limit, ATTR_CMAP)
+        true_map, pred_map = _gray_attribution(for_true[j]), _gray_attribution(for_pred[j])
+        limit = float(max(np.abs(true_map).max(), np.abs(pred_map).max())) or 1.0
+        out.images[f"input/{j}"] = img.picture_png(env.split.images[index])
+        out.images[f"true/{j}"] = img.signed_png(true_map, limit, ATTR_CMAP)
+        out.images[f"pred/{j}"] = img.signed_png(pred_map, limit, ATTR_CMAP)
         probs = mistakes.probabilities[j]
         top3 = np.argsort(-probs, kind="stable")[:3]
-        out.meta["mistakes"].append({
-            "index": int(index),
-            "true": int(mistakes.labels[j]),
-            "predicted": int(mistakes.predictions[j]),
-            "p_true": float(probs[mistakes.labels[j]]),
-            "p_predicted": float(probs[mistakes.predictions[j]]),
-            "top3": [[int(c), float(probs[c])] for c in top3],
-            "scale": limit,
+        out.mistakes.append({
+            "index": int(index), "true": int(mistakes.labels[j]), "predicted": int(mistakes.predictions[j]),
+            "p_true": float(probs[mistakes.labels[j]]), "p_predicted": float(probs[mistakes.predictions[j]]),
+            "top3": [[int(c), float(probs[c])] for c in top3], "scale": limit,
         })
-    out.meta["method"] = f"integrated gradients, {steps} steps, baseline: empty image"
     return out
 
 
 # ----------------------------------------------------------------------------- dream
-def stage_dream(ctx: Context) -> StageOutput:
-    """The default photo: the reference's single-map pattern carving, and an
-    octave DeepDream of the deepest conv layer (full-convolutional)."""
+@dataclass
+class Dream:
+    photo: str
+    size: list[int]
+    carve: dict[str, Any]
+    dream: dict[str, Any]
+    images: dict[str, bytes] = field(default_factory=dict)
+
+
+def carve_map_for(model: nn.Module, layer: str, photo: np.ndarray) -> int:
+    """The map of ``layer`` that responds most to the photo (downscaled to the
+    model's input, preprocessed as the model expects) — the map to carve."""
+    from PIL import Image
+
+    from convscope.inference import to_input
+    from convscope.probe import capture
+    from convscope.spec import spec_of
+
+    spec = spec_of(model)
+    picture = Image.fromarray(photo).convert("L" if spec.channels == 1 else "RGB")
+    small = np.asarray(picture.resize((spec.width, spec.height), Image.Resampling.BICUBIC), dtype=np.uint8)
+    with torch.no_grad():
+        values = capture(model, to_input(model, small[None]), [layer], detach=True)[layer]
+    means = values[0].reshape(values.shape[1], -1).mean(dim=1)
+    return int(means.argmax())
+
+
+def stage_dream(env: Env, params: dict, inputs: dict, progress: Task | None) -> Dream:
+    """The default photo: the reference's single-map pattern carving (of the map that
+    responds most to the photo) and an octave DeepDream of the deepest conv layer."""
     from PIL import Image
 
     from convscope.dream import carve, deep_dream, dream_colour
     from convscope.optvis import objectives as obj
     from convscope.photos import DEFAULT_PHOTO, default_photo
+    from convscope.spec import spec_of
 
-    p = ctx.profile
+    spec = spec_of(env.model)
     photo = default_photo()
     height, width = photo.shape[:2]
-    new_size = (p.dream_width, max(28, round(height * p.dream_width / width)))
+    new_size = (params["width"], max(spec.height, round(height * params["width"] / width)))
     photo = np.array(Image.fromarray(photo).resize(new_size, Image.Resampling.BICUBIC))
-    kinds = layer_kinds(ctx.model)
-    deepest = [n for n, k in kinds.items() if k == "conv"][-1]
-    from convscope.address import layer_output_shapes
-
-    count = int(layer_output_shapes(ctx.model)[deepest][0])
-    carve_map = 56 if count > 56 else 0
-    oip = ctx.outputs.get(f"oip:{deepest}")
-    if oip is not None and oip.meta["dead"][carve_map]:
-        alive = [m for m, d in enumerate(oip.meta["dead"]) if not d]
-        carve_map = alive[0] if alive else carve_map
+    deepest = params["layer"]
+    carve_map = carve_map_for(env.model, deepest, photo)
+    total = params["carve_rounds"] * params["carve_epochs"] + params["octaves"] * params["steps"]
     gray = torch.as_tensor(np.array(Image.fromarray(photo).convert("L")), dtype=torch.float32)
-    total = p.carve_rounds * p.carve_epochs + p.dream_octaves * p.dream_steps
-    carved = carve(
-        ctx.model, obj.channel(f"{deepest}:{carve_map}"), gray, rounds=p.carve_rounds, epochs=p.carve_epochs,
-        progress=lambda done, _t: ctx.tick(done, total),
-    )
-    offset = p.carve_rounds * p.carve_epochs
+    carved = carve(env.model, obj.channel(f"{deepest}:{carve_map}"), gray, rounds=params["carve_rounds"],
+                   epochs=params["carve_epochs"], progress=lambda done, _t: _tick(progress, done, total))
+    offset = params["carve_rounds"] * params["carve_epochs"]
     dreamed = dream_colour(
-        lambda y: deep_dream(
-            ctx.model, obj.layer(deepest), y, tiling="fullconv", octaves=p.dream_octaves, steps=p.dream_steps,
-            seed=ctx.seed, progress=lambda done, _t: ctx.tick(offset + done, total),
-        ),
+        lambda y: deep_dream(env.model, obj.layer(deepest), y, tiling="fullconv", octaves=params["octaves"],
+                             steps=params["steps"], seed=params["seed"],
+                             progress=lambda done, _t: _tick(progress, offset + done, total)),
         torch.as_tensor(photo),
     )
-    out = StageOutput()
+    out = Dream(photo=DEFAULT_PHOTO, size=[int(photo.shape[1]), int(photo.shape[0])],
+                carve={"map": f"{deepest}:{carve_map}", "chosen_by": "the strongest mean activation on the photo",
+                       **carved.to_dict()},
+                dream={"objective": deepest, **dreamed.result.to_dict(), "clipped_fraction": dreamed.clipped_fraction})
+    out.dream.pop("values", None)
     out.images["photo"] = img.jpeg_bytes(photo)
     out.images["dream"] = img.jpeg_bytes(_np(dreamed.image).astype(np.uint8))
     pattern = _np(carved.pattern)
-    out.images["carve_pattern"] = img.map_png(pattern, OIP_CMAP, *OIP_SCALE)
+    out.images["carve_pattern"] = img.input_png(pattern, OIP_CMAP, *OIP_SCALE)
     out.images["carve_upscaled"] = img.jpeg_bytes(np.clip(_np(carved.upscaled), 0, 255).astype(np.uint8))
     out.images["carve_final"] = img.jpeg_bytes(np.clip(_np(carved.adjusted), 0, 255).astype(np.uint8))
-    result = dreamed.result
-    out.meta = {
-        "photo": DEFAULT_PHOTO,
-        "size": [int(photo.shape[1]), int(photo.shape[0])],
-        "carve": {"map": f"{deepest}:{carve_map}", **carved.to_dict()},
-        "dream": {"objective": deepest, **result.to_dict(), "clipped_fraction": dreamed.clipped_fraction},
-    }
-    out.meta["dream"].pop("values", None)
     return out
+
+
+__all__ = [
+    "Activations", "ClassPatterns", "Comparison", "Deconvnets", "Dream", "LayerOIPs", "Mistakes", "ModelCard",
+    "OIPChunk", "STAGE_VERSION", "TopK", "TopkShard", "TrainingCurves", "carve_map_for", "default_layers",
+    "find_history", "layer_kinds", "merge_topk", "most_confused_pair",
+]

@@ -9,7 +9,6 @@ or fails when ``CI`` is set, because CI must run it.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -18,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from rich.console import Console
 
 from convscope.report import AtlasOptions, build_atlas
 from convscope.report.cache import StageCache
@@ -29,10 +27,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 EXPECTED_TILES = {"Conv2D_1": 32, "Conv2D_2": 64, "Conv2D_3": 128}
-
-
-def _quiet() -> Console:
-    return Console(file=io.StringIO(), width=100)
 
 
 def _options(out: Path, mnist_dir: Path) -> AtlasOptions:
@@ -54,17 +48,20 @@ def atlas(tmp_path_factory, mnist_dir):
     """One quick atlas, built once for the module: ``(result, stages computed)``."""
     out = tmp_path_factory.mktemp("atlas")
     computed: list[str] = []
-    result = build_atlas(_options(out, mnist_dir), console=_quiet(), on_stage=computed.append)
+    result = build_atlas(_options(out, mnist_dir), on_stage=computed.append)
     return result, computed
 
 
 def test_build_writes_one_self_contained_page(atlas):
     result, computed = atlas
     planned = [t.name for t in result.timings]
-    assert computed == planned  # a fresh folder: every stage computed
-    assert planned[:4] == ["model_card", "training", "activations", "topk"]
-    assert {"oip:Conv2D_1", "oip:Conv2D_2", "oip:Conv2D_3", "deconv", "classes", "compare", "mistakes",
-            "dream"} <= set(planned)
+    assert sorted(computed) == sorted(planned)  # a fresh folder: every stage computed (in dependency waves)
+    assert planned[:4] == ["model_card", "training", "activations", "topk@0-9999"]
+    assert {"topk", "oip:Conv2D_1@0-31", "oip:Conv2D_2@0-63", "oip:Conv2D_3@0-127", "oip:Conv2D_1", "oip:Conv2D_2",
+            "oip:Conv2D_3", "deconv", "classes", "compare", "mistakes", "dream"} <= set(planned)
+    for stage in ("activations", "topk", "oip:Conv2D_3", "deconv", "compare", "mistakes"):  # dependencies first
+        assert computed.index(stage) > computed.index("model_card" if stage in ("activations", "compare", "mistakes")
+                                                      else "topk@0-9999")
     text = result.index.read_text(encoding="utf-8")
     # nothing is fetched from anywhere: no external URLs in src/href, no stylesheet or script files
     assert not re.search(r'(?:src|href)\s*=\s*"(?:https?:)?//', text)
@@ -75,7 +72,8 @@ def test_build_writes_one_self_contained_page(atlas):
                    "classes", "compare", "mistakes", "dream", "provenance", "Conv2D_3-120", "Conv2D_1-0"):
         assert f'id="{anchor}"' in text, anchor
     summary = json.loads(result.summary.read_text())
-    assert summary["provenance"]["weights_sha256"] and len(summary["provenance"]["weights_sha256"]) == 64
+    assert summary["provenance"]["model_sha256"] and len(summary["provenance"]["model_sha256"]) == 64
+    assert summary["provenance"]["model_name"] == "seed_cnn" and "shipped" in summary["provenance"]["model"]
     assert [t["stage"] for t in summary["timings"]][:-1] == planned
     # the index is the only page; no half-written temporary files are left
     assert not list(result.out_dir.glob("*.part")) and not list(result.out_dir.glob(".*.part"))
@@ -97,7 +95,12 @@ def test_atlas_numbers_match_the_engines(atlas, evaluation):
     assert mistakes and all(m["true"] != m["predicted"] for m in mistakes)
     assert all(int(evaluation.predictions[m["index"]]) == m["predicted"] for m in mistakes)
     compare = summary["stages"]["compare"]
-    assert all(e["label"] == 4 and e["predicted"] == 4 for e in compare["ambiguous_a"])
+    # the model's most confused pair on its own test set: 9s called 4 most often → "4 versus 9"
+    assert (compare["class_a"], compare["class_b"]) == (4, 9)
+    confusion = evaluation.confusion.copy()
+    confusion[range(10), range(10)] = -1
+    assert confusion[9, 4] == confusion.max()
+    assert all(e["label"] == 4 and e["predicted"] == 4 for e in compare["details"]["ambiguous_a"])
 
 
 def _launch(playwright):
@@ -183,12 +186,10 @@ def test_second_build_reuses_every_stage(atlas, tmp_path, mnist_dir):
     out = tmp_path / "again"
     shutil.copytree(result.out_dir, out)
     computed: list[str] = []
-    again = build_atlas(_options(out, mnist_dir), console=_quiet(), on_stage=computed.append)
+    again = build_atlas(_options(out, mnist_dir), on_stage=computed.append)
     assert computed == []
     assert again.cached == [t.name for t in result.timings]
     assert again.index.read_text().count('class="tile') == result.index.read_text().count('class="tile')
-    # loading everything is far cheaper than computing it
-    assert sum(t.seconds for t in again.timings) < 0.5 * sum(t.seconds for t in result.timings)
     # a changed parameter (the seed) invalidates the stages that depend on it
     computed.clear()
     changed = _options(out, mnist_dir)
@@ -199,7 +200,7 @@ def test_second_build_reuses_every_stage(atlas, tmp_path, mnist_dir):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build_atlas(changed, console=_quiet(), on_stage=stop)
+        build_atlas(changed, on_stage=stop)
     assert computed == ["model_card"]
 
 
@@ -213,7 +214,7 @@ def test_interrupted_build_resumes(atlas, tmp_path, mnist_dir):
     names = [t.name for t in result.timings]
     cache = StageCache(out / ".stages")
     for name in names[-2:]:
-        cache.forget(name)
+        assert cache.forget(name) == 1
     old_page = (out / "index.html").read_bytes()
 
     computed: list[str] = []
@@ -224,13 +225,13 @@ def test_interrupted_build_resumes(atlas, tmp_path, mnist_dir):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build_atlas(_options(out, mnist_dir), console=_quiet(), on_stage=interrupt_last)
+        build_atlas(_options(out, mnist_dir), on_stage=interrupt_last)
     assert computed == names[-2:]
-    assert cache.paths(names[-2])[0].is_file() and not cache.paths(names[-1])[0].is_file()
+    assert any(cache.folder.glob(f"{names[-2]}--*.json")) and not any(cache.folder.glob(f"{names[-1]}--*.json"))
     assert (out / "index.html").read_bytes() == old_page  # not touched by the interrupted build
 
     computed.clear()
-    resumed = build_atlas(_options(out, mnist_dir), console=_quiet(), on_stage=computed.append)
+    resumed = build_atlas(_options(out, mnist_dir), on_stage=computed.append)
     assert computed == [names[-1]]
     assert resumed.executed == [names[-1]]
     assert 'id="dream"' in resumed.index.read_text()
@@ -275,12 +276,12 @@ def test_training_history_is_found_with_the_model_only(tmp_path):
     (runs / "a" / "seed_cnn.json").write_text(json.dumps({"weights_sha256": "aaa"}))
     (runs / "a" / "history.json").write_text(json.dumps(
         {"epochs": epochs, "lr_history": [1e-3], "model_files": ["somewhere/else/seed_cnn.json"]}))
-    history, source = find_history(model("aaa"), elsewhere, [runs])
+    history, source = find_history(model("aaa"), str(elsewhere), [runs])
     assert history is not None and source.endswith("history.json")  # matched by hash (file found beside the history)
-    history, source = find_history(model("bbb"), elsewhere, [runs])
+    history, source = find_history(model("bbb"), str(elsewhere), [runs])
     assert history is None and "no training history" in source
-    embedded, source = find_history(model("bbb", {"history": {"epochs": epochs}}), elsewhere, [runs])
+    embedded, source = find_history(model("bbb", {"history": {"epochs": epochs}}), str(elsewhere), [runs])
     assert embedded["epochs"] == epochs and source == "model config"
     (elsewhere.parent / "history.json").write_text(json.dumps({"epochs": epochs}))
-    beside, source = find_history(model("bbb"), elsewhere, [])
+    beside, source = find_history(model("bbb"), str(elsewhere), [])
     assert beside["epochs"] == epochs and source == str(elsewhere.parent / "history.json")

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from convscope.report import images as img
-from convscope.report.cache import StageCache, StageOutput, stage_key
+from convscope.report.cache import StageCache, stage_key
 
 
 def _decode(png: bytes) -> np.ndarray:
@@ -59,22 +59,62 @@ def test_signed_maps_are_symmetric_and_white_at_zero():
 
 
 def test_stage_store_round_trip_and_key_checks(tmp_path):
+    from convscope.report.stages import LayerOIPs
+
     cache = StageCache(tmp_path / ".stages")
-    output = StageOutput(meta={"alive": 127, "status": ["dead", "converged"]},
-                         arrays={"oips": np.arange(6, dtype=np.float16).reshape(2, 3)},
-                         images={"oip/0": b"\x89PNG fake bytes", "photo": b"\xff\xd8 jpeg"})
+    output = LayerOIPs(layer="Conv2D_3", maps=2, status=["dead", "converged"], source=["none", "random"],
+                       dead=[True, False], fires_on_data=[True, False], snapshot_steps=[0, 9], alive=1,
+                       params={"steps": 30}, arrays={"oips": np.arange(6, dtype=np.float16).reshape(2, 3)},
+                       images={"oip/0": b"\x89PNG fake bytes", "photo": b"\xff\xd8 jpeg"})
     key = stage_key({"stage": "oip:Conv2D_3", "seed": 0})
     assert key == stage_key({"seed": 0, "stage": "oip:Conv2D_3"})  # order does not matter
     assert key != stage_key({"stage": "oip:Conv2D_3", "seed": 1})
     cache.save("oip:Conv2D_3", key, output, 12.5)
     loaded, seconds = cache.load("oip:Conv2D_3", key)
-    assert seconds == 12.5 and loaded.meta == output.meta
-    assert loaded.images == output.images
+    assert seconds == 12.5 and isinstance(loaded, LayerOIPs)
+    assert (loaded.status, loaded.dead, loaded.params, loaded.alive) == (output.status, output.dead, output.params, 1)
+    assert loaded.images == output.images and loaded.state(0) == "silent" and loaded.state(1) == "converged"
     assert loaded.arrays["oips"].dtype == np.float16 and (loaded.arrays["oips"] == output.arrays["oips"]).all()
     assert cache.load("oip:Conv2D_3", "another key") is None
+    # a second key of the same stage is stored beside the first (content-addressed)
+    cache.save("oip:Conv2D_3", "another key", output, 1.0)
+    assert cache.load("oip:Conv2D_3", key) is not None and cache.load("oip:Conv2D_3", "another key") is not None
     # a damaged array file means "not finished", not a crash
-    json_path, npz_path = cache.paths("oip:Conv2D_3")
+    json_path, npz_path = cache.paths("oip:Conv2D_3", key)
     npz_path.write_bytes(b"not a zip")
     assert cache.load("oip:Conv2D_3", key) is None
-    cache.forget("oip:Conv2D_3")
+    assert cache.forget("oip:Conv2D_3") == 2
     assert not json_path.exists() and not npz_path.exists()
+
+
+def test_codec_refuses_foreign_types():
+    import pytest
+
+    from convscope.report.codec import CodecError, decode, encode
+    from convscope.report.stages import Mistakes
+
+    meta, arrays, blobs = encode(Mistakes(total_errors=3, mistakes=[{"index": 1}], method="ig", images={"x": b"1"}))
+    assert decode(meta, arrays, blobs) == Mistakes(3, [{"index": 1}], "ig", {"x": b"1"})
+    meta["__type__"] = "os:system"
+    with pytest.raises(CodecError, match="not a convscope type"):
+        decode(meta, arrays, blobs)
+
+
+def test_sharded_topk_merge_equals_one_pass():
+    """Top-k over dataset shards merged equals one pass over all images (ties: lower index first)."""
+    from convscope.report.stages import TopkShard, merge_topk
+
+    rng = np.random.default_rng(0)
+    values = np.round(rng.normal(size=(5, 40)), 1).astype(np.float32)  # many ties
+    k = 6
+    order = np.lexsort((np.broadcast_to(np.arange(40), values.shape), -values.astype(np.float64)), axis=1)[:, :k]
+    shards = []
+    for start, stop in ((0, 13), (13, 27), (27, 40)):
+        part = values[:, start:stop]
+        local = np.lexsort((np.broadcast_to(np.arange(stop - start), part.shape), -part.astype(np.float64)), axis=1)[:, :k]
+        shard = TopkShard(start=start, stop=stop, k=k, layers=["L"])
+        shard.arrays = {"indices/L": local + start, "values/L": np.take_along_axis(part, local, axis=1)}
+        shards.append(shard)
+    merged = merge_topk(shards)["L"]
+    assert (merged["indices"] == order).all()
+    assert (merged["values"] == np.take_along_axis(values, order, axis=1)).all()

@@ -307,13 +307,9 @@ def run_plan(
         ready = [s for s in pending if all(d in results for d in s.deps)]
         if not ready:
             raise RuntimeError(f"atlas plan has unmet dependencies: {[s.name for s in pending]}")
-        tasks = []
-        for stage in ready:
-            if on_stage is not None:
-                on_stage(stage.name)
-            tasks.append(StageTask(stage.name, stage.title, stage.function, stage.params,
-                                   {d: results[d] for d in stage.deps}, keys[stage.name], stage.single_thread, stage.cost))
-        executor.run(tasks, on_done, progress)
+        tasks = [StageTask(stage.name, stage.title, stage.function, stage.params, {d: results[d] for d in stage.deps},
+                           keys[stage.name], stage.single_thread, stage.cost) for stage in ready]
+        executor.run(tasks, on_done, progress, None if on_stage is None else (lambda task: on_stage(task.name)))
         pending = [s for s in pending if s.name not in results]
     for name, t in timing.items():
         if t.cached:

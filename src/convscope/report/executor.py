@@ -132,6 +132,8 @@ class StageTask:
 
 #: on_done(task, result, seconds, cpu_seconds)
 DoneFn = Callable[[StageTask, Any, float, float], None]
+#: on_start(task): called just before a task is computed (or submitted)
+StartFn = Callable[[StageTask], None]
 
 
 class Executor(Protocol):
@@ -139,10 +141,11 @@ class Executor(Protocol):
 
     name: str
 
-    def run(self, tasks: Sequence[StageTask], on_done: DoneFn, progress: Progress) -> None:
-        """Compute every task (in any order, possibly in parallel) and call
-        ``on_done`` for each as soon as it finishes (in the caller's thread).
-        Raises the first failure after the finished tasks were reported."""
+    def run(self, tasks: Sequence[StageTask], on_done: DoneFn, progress: Progress, on_start: StartFn | None = None) -> None:
+        """Compute every task (in any order, possibly in parallel), calling
+        ``on_start`` before a task starts and ``on_done`` as soon as it finishes (in
+        the caller's thread). Raises the first failure after the finished tasks were
+        reported."""
         ...
 
     def close(self) -> None: ...
@@ -168,8 +171,10 @@ class LocalExecutor:
         self.env = env
         self.threads = threads
 
-    def run(self, tasks: Sequence[StageTask], on_done: DoneFn, progress: Progress) -> None:
+    def run(self, tasks: Sequence[StageTask], on_done: DoneFn, progress: Progress, on_start: StartFn | None = None) -> None:
         for task in tasks:
+            if on_start is not None:
+                on_start(task)
             with progress.task(task.title, None) as handle:
                 try:
                     result, seconds, cpu = run_task(self.env, task, handle, self.threads)

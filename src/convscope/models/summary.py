@@ -55,12 +55,27 @@ def _kind(module: nn.Module) -> str:
 
 
 def summary_rows(model: nn.Module) -> list[LayerRow]:
-    """One :class:`LayerRow` per top-level layer (module names and PyTorch parameter counts)."""
+    """One :class:`LayerRow` per layer (module names and PyTorch parameter counts): the
+    top-level layers; a container the forward pass never calls itself (a
+    ``ModuleDict``/``ModuleList``, or a module used only through its members) is
+    replaced by its members, recursively. Parameters held directly by the model
+    (not by a layer) get a row of their own."""
     shapes = layer_output_shapes(model)
-    return [
-        LayerRow(name, _kind(module), shapes[name], sum(p.numel() for p in module.parameters()))
-        for name, module in model.named_children()
-    ]
+    rows: list[LayerRow] = []
+
+    def add(prefix: str, module: nn.Module) -> None:
+        for name, child in module.named_children():
+            full = f"{prefix}{name}"
+            if full in shapes:
+                rows.append(LayerRow(full, _kind(child), shapes[full], sum(p.numel() for p in child.parameters())))
+            else:
+                add(full + ".", child)
+
+    add("", model)
+    direct = sum(p.numel() for p in model.parameters(recurse=False))
+    if direct:
+        rows.append(LayerRow("(model parameters)", "Parameter", (), direct))
+    return rows
 
 
 def _keras_source(model: nn.Module) -> dict[str, Any] | None:

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from convscope.data.datasets import Split
-from convscope.data.preprocess import preprocess, standardize
+from convscope.data.preprocess import preprocess, standardize, to_channels_first
+from convscope.spec import model_output
 from convscope.inference import accuracy, model_device
 from convscope.training.recipes import Recipe
 
@@ -156,8 +157,8 @@ def learning_rate(step: int, total_steps: int, recipe: Recipe) -> float:
 
 
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image ``(N, 1, H, W)`` by a random integer offset in
-    ``[-max_shift, max_shift]`` in both axes, filling with zeros (background)."""
+    """Translate each image ``(N, C, H, W)`` by a random integer offset in
+    ``[-max_shift, max_shift]`` in both axes (all channels alike), filling with zeros."""
     if max_shift <= 0:
         return images
     n, _, h, w = images.shape
@@ -167,7 +168,8 @@ def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generato
     rows = (dy[:, None] + torch.arange(h)[None, :]).to(images.device)
     cols = (dx[:, None] + torch.arange(w)[None, :]).to(images.device)
     batch = torch.arange(n, device=images.device)[:, None, None]
-    return padded[:, 0][batch, rows[:, :, None], cols[:, None, :]][:, None]
+    # (N, H, W, C) after advanced indexing of the (N, C, H+2m, W+2m) padding
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 def l2_penalty(model: nn.Module, factor: float) -> torch.Tensor | float:
@@ -232,19 +234,37 @@ def validation_label(recipe: Recipe) -> str:
     return "test" if recipe.val_split == 0 else f"validation split {100 * recipe.val_split:g} %"
 
 
+def training_spec(model: nn.Module, preprocessing: str):
+    """The model's spec (its input shape, mean/std) with the recipe's preprocessing,
+    or ``None`` for a model without a spec (gray images, any size)."""
+    from convscope.spec import SpecError, spec_of
+
+    try:
+        spec = spec_of(model)
+    except SpecError:
+        return None
+    if preprocessing == spec.preprocessing:
+        return spec
+    if preprocessing == "meanstd":
+        raise ValueError("preprocessing 'meanstd' needs the model spec's mean and std; wrap the model with them")
+    return spec.replace(preprocessing=preprocessing, mean=None, std=None)
+
+
 @torch.no_grad()
 def evaluate_split(
     model: nn.Module, images: np.ndarray, labels: np.ndarray, preprocessing: str, *, batch_size: int = 1000
 ) -> tuple[float, float]:
     """Mean cross-entropy (no smoothing) and accuracy of ``model`` on uint8 ``images``
-    ``(N, 28, 28)`` with int ``labels`` ``(N,)``, preprocessed by ``preprocessing``
-    (the recipe's, not the model config's: a model in training has none yet)."""
+    (``(N, H, W)`` or ``(N, H, W, 3)``) with int ``labels`` ``(N,)``, preprocessed by
+    ``preprocessing`` (the recipe's, not the model config's)."""
+    spec = training_spec(model, preprocessing)
+    method = spec if spec is not None else preprocessing
     was_training = model.training
     model.eval()
     try:
         device = model_device(model)
         chunks = [
-            model(preprocess(images[start : start + batch_size], preprocessing, device=device)).float().cpu()
+            model_output(model(preprocess(images[start : start + batch_size], method, device=device))).float().cpu()
             for start in range(0, len(images), batch_size)
         ]
     finally:
@@ -258,9 +278,12 @@ def _weights_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
-def to_model_input(raw: torch.Tensor, preprocessing: str) -> torch.Tensor:
-    """Float 0..255 batch ``(N,1,H,W)`` → the recipe's preprocessing."""
-    return standardize(raw) if preprocessing == "standardize" else raw / 255.0
+def to_model_input(raw: torch.Tensor, preprocessing: "str | Any") -> torch.Tensor:
+    """Float 0..255 batch ``(N, C, H, W)`` → the recipe's preprocessing (a method name,
+    or a :class:`~convscope.spec.ModelSpec` for per-channel mean/std)."""
+    if not isinstance(preprocessing, str):
+        return preprocess(raw, preprocessing)
+    return standardize(raw) if preprocessing == "standardize" else raw if preprocessing == "raw" else raw / 255.0
 
 
 def train(
@@ -320,7 +343,8 @@ def train(
         raise ValueError("no test split given: pass one, or hold out a validation split (recipe.val_split > 0)")
     else:
         held_out_images, held_out_labels = test_split.images, test_split.labels
-    images = torch.as_tensor(np.array(raw_images), dtype=torch.float32)[:, None]
+    spec = training_spec(model, recipe.preprocessing)
+    images = to_channels_first(np.array(raw_images), None if spec is None else spec.input_shape).to(torch.float32)
     labels = torch.as_tensor(np.array(raw_labels), dtype=torch.long)
     n = len(labels)
     if n == 0:
@@ -365,6 +389,8 @@ def _train_epoch(
     on_batch: Callable[[int, int, float], None] | None, device: torch.device,
 ) -> EpochRecord:
     """One pass over the training images; the held-out figures are filled in by the caller."""
+    spec = training_spec(model, recipe.preprocessing)
+    input_method = spec if spec is not None and spec.preprocessing == "meanstd" else recipe.preprocessing
     n = len(labels)
     order = torch.randperm(n, generator=generator)
     model.train()
@@ -380,9 +406,9 @@ def _train_epoch(
         lr_history.append(lr)
         idx = order[batch_index * recipe.batch_size : (batch_index + 1) * recipe.batch_size]
         batch = random_shift(images[idx], recipe.shift_pixels, generator)
-        inputs = to_model_input(batch, recipe.preprocessing).to(device)
+        inputs = to_model_input(batch, input_method).to(device)
         targets = labels[idx].to(device)
-        logits = model(inputs)
+        logits = model_output(model(inputs))
         data_loss = F.cross_entropy(logits, targets, label_smoothing=recipe.label_smoothing)
         loss = data_loss + l2_penalty(model, recipe.l2_dense)
         loss_value = float(loss.detach())

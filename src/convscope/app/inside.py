@@ -262,7 +262,7 @@ class ActivationsResult(Result):
             picked = values[map_index] if position is None else values[map_index][position]
             stats["selected"] = {"map": map_index, "position": None if position is None else list(position),
                                  "value": float(picked.max()) if position is None else float(picked),
-                                 "max": float(picked.max())}
+                                 "max": float(values[map_index].max())}
         return stats
 
     def to_json(self) -> dict[str, Any]:
@@ -619,17 +619,26 @@ class ComparisonResult(Result):
     def b_name(self) -> str:
         return self.class_names[self.comparison.class_b]
 
-    def _marks(self) -> dict[str, list[tuple[np.ndarray, str]]]:
+    #: A mark category with more positions than this in one layer is not outlined
+    #: (hundreds of outlines hide the maps); the JSON lists every position.
+    MAX_DRAWN_MARKS = 300
+
+    def _categories(self, name: str) -> list[tuple[str, torch.Tensor | None, str]]:
         from convscope.render.inside import MARK_A, MARK_A_SOME, MARK_B, MARK_B_SOME
 
-        marks = {}
-        for name in self.layers:
-            comp = self.comparison.layers[name]
-            entries = [(comp.a_only.numpy(), MARK_A), (comp.b_only.numpy(), MARK_B)]
-            if comp.a_all_b_some is not None:
-                entries += [(comp.a_all_b_some.numpy(), MARK_A_SOME), (comp.b_all_a_some.numpy(), MARK_B_SOME)]
-            marks[name] = entries
-        return marks
+        comp = self.comparison.layers[name]
+        return [("all A, no B", comp.a_only, MARK_A), ("all B, no A", comp.b_only, MARK_B),
+                ("all A, some B", comp.a_all_b_some, MARK_A_SOME), ("all B, some A", comp.b_all_a_some, MARK_B_SOME)]
+
+    def _marks(self) -> dict[str, list[tuple[np.ndarray, str]]]:
+        return {name: [(mask.numpy(), colour) for _, mask, colour in self._categories(name)
+                       if mask is not None and int(mask.sum()) <= self.MAX_DRAWN_MARKS] for name in self.layers}
+
+    def _undrawn(self) -> str:
+        left_out = [f"{name}: {what} ({int(mask.sum())})" for name in self.layers
+                    for what, mask, _ in self._categories(name)
+                    if mask is not None and int(mask.sum()) > self.MAX_DRAWN_MARKS]
+        return ("\nnot outlined (too many positions; listed in the JSON): " + "; ".join(left_out)) if left_out else ""
 
     def _legend(self) -> list[tuple[str, str]]:
         from convscope.render.inside import MARK_A, MARK_A_SOME, MARK_B, MARK_B_SOME
@@ -653,7 +662,7 @@ class ComparisonResult(Result):
             rows, self.layers, marks=self._marks(), cmap=p.get("cmap", "viridis"), legend=self._legend(),
             class_names=self.class_names, per_row=p.get("per_row"), input_cmap=p.get("input_cmap", "gray"),
             title=f"Class patterns: {len(ex.clear_a)} '{a}' vs {len(ex.clear_b)} '{b}' "
-                  f"{self.comparison.split} images ({chosen})",
+                  f"{self.comparison.split} images ({chosen}){self._undrawn()}",
         )
 
     def ambiguous_figure(self) -> Figure | None:
@@ -666,7 +675,8 @@ class ComparisonResult(Result):
         if self.given_order:
             rows = [self._row(i, f"{self.class_names[self.comparison.labels[i]]}:") for i in dict.fromkeys(self.given_order)]
             return class_rows_figure(rows, self.layers, **options,
-                                     title=f"Your '{a}' and '{b}' images with their probability vectors (order as given)")
+                                     title=f"Your '{a}' and '{b}' images with their probability vectors (order as "
+                                           f"given){self._undrawn()}")
         if not ex.ambiguous_a:
             return None
         rows = ([self._row(i, f"ambiguous {a}") for i in ex.ambiguous_a]
@@ -674,7 +684,7 @@ class ComparisonResult(Result):
                 + [self._row(i, f"clear {b}") for i in ex.clear_b])
         return class_rows_figure(rows, self.layers, **options,
                                  title=f"Ambiguous '{a}'s (true {a}, highest P({b}) while still predicted {a}) "
-                                       f"next to clear '{a}' and '{b}'")
+                                       f"next to clear '{a}' and '{b}'{self._undrawn()}")
 
     def separation_figure(self) -> Figure:
         from convscope.render.inside import separation_figure

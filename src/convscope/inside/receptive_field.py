@@ -47,7 +47,11 @@ from convscope.address import PSEUDO_LAYERS, AddressError, canonical_layer, find
 class FieldGeometry:
     """Per axis (rows, cols): receptive field size, jump (input pixels between
     neighbouring units) and the input coordinate of unit 0's field start (negative
-    where padding lies before the image)."""
+    where padding lies before the image) — the field of an interior unit.
+
+    At the image border a unit's field is the part of this span that can reach it;
+    :class:`ReceptiveFields` gives those exact rectangles (padding of inner layers,
+    dilation, ceil-mode pooling included)."""
 
     size: tuple[int, int]
     jump: tuple[int, int]
@@ -56,8 +60,8 @@ class FieldGeometry:
     def rectangle(
         self, row: int, col: int, height: int | None = None, width: int | None = None
     ) -> tuple[int, int, int, int]:
-        """``(top, left, bottom, right)`` in input pixels (bottom/right exclusive),
-        clipped to the image (to ``height``/``width`` when given)."""
+        """``(top, left, bottom, right)`` of the span in input pixels (bottom/right
+        exclusive), clipped to the image (to ``height``/``width`` when given)."""
         top = self.start[0] + row * self.jump[0]
         left = self.start[1] + col * self.jump[1]
         bottom, right = top + self.size[0], left + self.size[1]
@@ -79,9 +83,10 @@ class ReceptiveFields:
             no spatial positions).
         input_size: ``(H, W)`` of the model's input.
         output_size: ``(H', W')`` of the layer's maps, or ``None`` (``"whole"``).
-        geometry: the :class:`FieldGeometry` (``"geometry"`` only).
-        table: ``(H', W', 4)`` int64 ``(top, left, bottom, right)`` per position
-            (``"gradient"`` only; bottom/right exclusive).
+        geometry: the :class:`FieldGeometry` of an interior unit (``"geometry"`` only).
+        table: ``(H', W', 4)`` int64 ``(top, left, bottom, right)`` per position,
+            clipped to the image, bottom/right exclusive (``"geometry"``: exact,
+            ``"gradient"``: measured; ``None`` for ``"whole"``).
         note: how the fields were found (for JSON and figure notes).
     """
 
@@ -96,11 +101,7 @@ class ReceptiveFields:
     def rectangle(self, row: int, col: int) -> tuple[int, int, int, int]:
         """``(top, left, bottom, right)`` of unit ``(row, col)``, clipped to the image."""
         height, width = self.input_size
-        if self.method == "geometry":
-            assert self.geometry is not None
-            return self.geometry.rectangle(row, col, height, width)
-        if self.method == "gradient":
-            assert self.table is not None
+        if self.table is not None:
             return tuple(int(v) for v in self.table[row, col])  # type: ignore[return-value]
         return 0, 0, height, width
 
@@ -109,15 +110,7 @@ class ReceptiveFields:
         positions = torch.as_tensor(positions).long()
         rows, cols = positions[..., 0], positions[..., 1]
         height, width = self.input_size
-        if self.method == "geometry":
-            assert self.geometry is not None
-            g = self.geometry
-            top = g.start[0] + rows * g.jump[0]
-            left = g.start[1] + cols * g.jump[1]
-            return torch.stack([top.clamp(min=0), left.clamp(min=0), (top + g.size[0]).clamp(max=height),
-                                (left + g.size[1]).clamp(max=width)], dim=-1).long()
-        if self.method == "gradient":
-            assert self.table is not None
+        if self.table is not None:
             return torch.as_tensor(self.table)[rows, cols].long()
         whole = torch.tensor([0, 0, height, width], dtype=torch.long)
         return whole.expand(*rows.shape, 4).clone()
@@ -128,7 +121,7 @@ class ReceptiveFields:
         one (gradient), or ``None`` (whole image)."""
         if self.geometry is not None:
             return self.geometry.size
-        if self.table is not None:
+        if self.table is not None and self.table.size:
             heights = self.table[..., 2] - self.table[..., 0]
             widths = self.table[..., 3] - self.table[..., 1]
             return int(heights.max()), int(widths.max())
@@ -156,14 +149,21 @@ class _Kind:
     UNKNOWN = "unknown"  # a step whose geometry is not known here
 
 
+_EMPTY = (1 << 62, -(1 << 62))  # the span of a position no input pixel reaches (only padding)
+
+
 @dataclass(frozen=True)
 class _Geo:
-    """Field geometry of a spatial tensor plus its spatial extent (h, w)."""
+    """Field geometry of a spatial tensor: the interior size / jump / start, the
+    spatial extent (h, w), and per axis the exact input span ``(lo, hi)`` of every
+    position (the union of the spans its valid taps reach: padding of inner layers
+    reaches no pixel)."""
 
     size: tuple[int, int]
     jump: tuple[int, int]
     start: tuple[int, int]
     extent: tuple[int, int]
+    spans: tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]] = ((), ())
 
 
 _Value = Any  # _Geo | str (a _Kind marker) | tuple of values
@@ -187,6 +187,10 @@ def _window(geo: _Geo, kernel, stride, padding, dilation, ceil_mode: bool = Fals
     else:
         pads, same = _pair(padding), False
     size, jump, start, extent = list(geo.size), list(geo.jump), list(geo.start), list(geo.extent)
+    spans = list(geo.spans)
+    left_pads = list(pads)
+    if same:  # PyTorch pads 'same' convolutions with the odd pixel at the end
+        left_pads = [(dilation[axis] * (kernel[axis] - 1)) // 2 for axis in range(2)]
     for axis in range(2):
         effective = dilation[axis] * (kernel[axis] - 1) + 1
         if same:
@@ -198,11 +202,21 @@ def _window(geo: _Geo, kernel, stride, padding, dilation, ceil_mode: bool = Fals
             out = (math.ceil if ceil_mode else math.floor)(span / stride[axis]) + 1
             if ceil_mode and (out - 1) * stride[axis] >= extent[axis] + pads[axis]:
                 out -= 1  # PyTorch: the last window must start inside the input or the left padding
-        start[axis] = start[axis] - pads[axis] * jump[axis]
+        before = spans[axis]
+        grown = []
+        for o in range(out):
+            lo, hi = _EMPTY
+            for tap in range(kernel[axis]):
+                p = o * stride[axis] - left_pads[axis] + tap * dilation[axis]
+                if 0 <= p < extent[axis]:
+                    lo, hi = min(lo, before[p][0]), max(hi, before[p][1])
+            grown.append((lo, hi))
+        spans[axis] = tuple(grown)
+        start[axis] = start[axis] - left_pads[axis] * jump[axis]
         size[axis] = size[axis] + (effective - 1) * jump[axis]
         jump[axis] = jump[axis] * stride[axis]
         extent[axis] = out
-    return _Geo(tuple(size), tuple(jump), tuple(start), tuple(extent))  # type: ignore[arg-type]
+    return _Geo(tuple(size), tuple(jump), tuple(start), tuple(extent), tuple(spans))  # type: ignore[arg-type]
 
 
 def _merge(values: Sequence[_Value]) -> _Value:
@@ -225,7 +239,13 @@ def _merge(values: Sequence[_Value]) -> _Value:
         return _Kind.UNKNOWN
     starts = [min(g.start[axis] for g in geos) for axis in range(2)]
     ends = [max(g.start[axis] + g.size[axis] for g in geos) for axis in range(2)]
-    return _Geo((ends[0] - starts[0], ends[1] - starts[1]), first.jump, (starts[0], starts[1]), first.extent)
+    spans = tuple(
+        tuple((min(g.spans[axis][i][0] for g in geos), max(g.spans[axis][i][1] for g in geos))
+              for i in range(first.extent[axis]))
+        for axis in range(2)
+    )
+    return _Geo((ends[0] - starts[0], ends[1] - starts[1]), first.jump, (starts[0], starts[1]), first.extent,
+                spans)  # type: ignore[arg-type]
 
 
 _ELEMENTWISE_MODULES: tuple[type, ...] = (
@@ -395,7 +415,9 @@ def _traced_geometry(model: nn.Module, layer: str, input_size: tuple[int, int]) 
     except Exception as exc:  # noqa: BLE001 - any tracing failure means: measure instead
         result: tuple[_Value, str] = (_Kind.UNKNOWN, f"the model cannot be traced with torch.fx ({type(exc).__name__})")
     else:
-        start = _Geo((1, 1), (1, 1), (0, 0), (int(input_size[0]), int(input_size[1])))
+        height, width = int(input_size[0]), int(input_size[1])
+        start = _Geo((1, 1), (1, 1), (0, 0), (height, width),
+                     (tuple((i, i + 1) for i in range(height)), tuple((i, i + 1) for i in range(width))))
         try:
             value = _graph_value(model, graph, [start], layer)
         except Exception as exc:  # noqa: BLE001
@@ -410,6 +432,17 @@ def _traced_geometry(model: nn.Module, layer: str, input_size: tuple[int, int]) 
     except TypeError:
         pass
     return result
+
+
+def _span_table(geo: _Geo, input_size: tuple[int, int]) -> np.ndarray:
+    """``(H', W', 4)`` rectangles from the per-axis spans (a position no pixel
+    reaches — only padding — gets the whole image, as the measured method does)."""
+    table = np.zeros((geo.extent[0], geo.extent[1], 4), dtype=np.int64)
+    rows = np.array([span if span != _EMPTY else (0, input_size[0]) for span in geo.spans[0]], dtype=np.int64)
+    cols = np.array([span if span != _EMPTY else (0, input_size[1]) for span in geo.spans[1]], dtype=np.int64)
+    table[..., 0], table[..., 2] = rows[:, None, 0], rows[:, None, 1]
+    table[..., 1], table[..., 3] = cols[None, :, 0], cols[None, :, 1]
+    return table
 
 
 # -- gradient support ------------------------------------------------------------------
@@ -532,7 +565,7 @@ def receptive_fields(
     if isinstance(value, _Geo):
         if value.extent == output_size:
             geometry = FieldGeometry(value.size, value.jump, value.start)
-            return ReceptiveFields(name, "geometry", size, output_size, geometry=geometry,
+            return ReceptiveFields(name, "geometry", size, output_size, geometry=geometry, table=_span_table(value, size),
                                    note="exact, from the kernels, strides, paddings and dilations on the way from the input")
         why = f"the traced geometry predicts {value.extent[0]}×{value.extent[1]} maps, the layer has {output_size[0]}×{output_size[1]}"
     elif value == _Kind.GLOBAL:

@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib import colors as mcolors
 from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection, PatchCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
@@ -64,10 +65,8 @@ def as_maps(values) -> np.ndarray:
 
 
 def default_per_row(count: int, height: int, width: int) -> int:
-    """Maps per grid row that give a roughly square grid: 10 for a 100-node dense
-    layer, ⌈√N⌉ for other dense layers, ⌈√(N·H/W)⌉ for maps (12 for 128 maps of 3×3)."""
-    if (height, width) == (1, 1):
-        return 10 if count <= 100 else math.ceil(math.sqrt(count))
+    """Maps per grid row that give a roughly square grid: ⌈√(N·H/W)⌉ (10 for a
+    100-node dense layer, 12 for 128 maps of 3×3)."""
     return max(1, min(count, math.ceil(math.sqrt(count * height / max(1, width)))))
 
 
@@ -96,10 +95,19 @@ def mosaic(maps: np.ndarray, per_row: int) -> np.ndarray:
 
 
 def _grid_lines(ax: Axes, rows: int, cols: int, height: int, width: int, color: str = "white", lw: float = 0.6) -> None:
-    for r in range(1, rows):
-        ax.axhline(r * height - 0.5, color=color, lw=lw)
-    for c in range(1, cols):
-        ax.axvline(c * width - 0.5, color=color, lw=lw)
+    """Thin lines between the cells of a grid (one collection: fast with many cells)."""
+    right, bottom = cols * width - 0.5, rows * height - 0.5
+    segments = [[(-0.5, r * height - 0.5), (right, r * height - 0.5)] for r in range(1, rows)]
+    segments += [[(c * width - 0.5, -0.5), (c * width - 0.5, bottom)] for c in range(1, cols)]
+    if segments:
+        ax.add_collection(LineCollection(segments, colors=color, linewidths=lw), autolim=False)
+
+
+def _outline_cells(ax: Axes, cells: Sequence[tuple[float, float]], colour: str, lw: float, size: float = 0.84) -> None:
+    """Outline unit cells whose top-left corners are ``cells`` (one collection per colour)."""
+    if len(cells):
+        boxes = [Rectangle((x, y), size, size) for x, y in cells]
+        ax.add_collection(PatchCollection(boxes, facecolor="none", edgecolor=colour, linewidths=lw), autolim=False)
 
 
 def _grid_ticks(ax: Axes, count: int, per_row: int, height: int, width: int, fontsize: float = 7) -> None:
@@ -178,10 +186,11 @@ def draw_activation_grid(
     _grid_lines(ax, rows, per_row, height, width, color=line_color, lw=lw)
     for mask, colour in marks:
         positions = np.argwhere(as_maps(np.asarray(mask, dtype=float)) > 0)
+        cells = []
         for map_index, row, col in positions:
             r, c = divmod(int(map_index), per_row)
-            ax.add_patch(Rectangle((c * width + col - 0.5 + 0.08, r * height + row - 0.5 + 0.08), 0.84, 0.84,
-                                   fill=False, edgecolor=colour, lw=mark_width))
+            cells.append((c * width + col - 0.5 + 0.08, r * height + row - 0.5 + 0.08))
+        _outline_cells(ax, cells, colour, mark_width)
     if ticks:
         _grid_ticks(ax, count, per_row, height, width)
     else:
@@ -492,11 +501,11 @@ def class_rows_figure(
         count, height, width = shapes[layer]
         grid_rows = math.ceil(count / chosen[layer])
         grid_units[layer] = (grid_rows * height, chosen[layer] * width)
-    row_h = min(5.0, max(1.9, unit * max(h for h, _ in grid_units.values())))
-    widths = [row_h * 0.9]
+    row_h = min(3.6, max(1.9, unit * max(h for h, _ in grid_units.values())))
+    widths = [min(2.4, row_h * 0.9)]
     for layer in layers:
         h, w = grid_units[layer]
-        widths.append(max(1.0, row_h * w / h))
+        widths.append(min(1.6 * row_h, max(1.0, row_h * w / h)))
     names = _names(class_names, len(_np(rows[0]["probabilities"])))
     widths.append(1.5 + 0.06 * max(0, max(len(n) for n in names) - 4))
     fig = new_figure(figsize=(sum(widths) + 1.0, row_h * len(rows) + 1.4), layout="constrained")
@@ -579,11 +588,11 @@ def separation_figure(separations: Sequence, *, top: int = 10, cmap: str = "viri
         shown = ax.imshow(mosaic(as_maps(d), pr), cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
         _grid_lines(ax, math.ceil(count / pr), pr, height, width, color="#999999", lw=0.4)
         _grid_ticks(ax, count, pr, height, width)
-        for mask, colour in [(pos_mask.reshape(d.shape), "#000000"), (neg_mask.reshape(d.shape), "#000000")]:
-            for map_index, row, col in np.argwhere(as_maps(mask.astype(float)) > 0):
-                rr, cc = divmod(int(map_index), pr)
-                ax.add_patch(Rectangle((cc * width + col - 0.42, rr * height + row - 0.42), 0.84, 0.84, fill=False,
-                                       edgecolor=colour, lw=1.1))
+        cells = []
+        for map_index, row, col in np.argwhere(as_maps((pos_mask | neg_mask).reshape(d.shape).astype(float)) > 0):
+            rr, cc = divmod(int(map_index), pr)
+            cells.append((cc * width + col - 0.42, rr * height + row - 0.42))
+        _outline_cells(ax, cells, "#000000", 1.1)
         ax.set_title(f"{sep.layer}: Cohen's d ({a_name} − {b_name}), top {top} |d| outlined", fontsize=9)
         bar = fig.colorbar(shown, ax=ax, shrink=0.8, pad=0.02)
         bar.set_label(f"d  (red: stronger for {a_name}, blue: for {b_name})", fontsize=7)

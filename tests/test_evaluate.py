@@ -193,3 +193,24 @@ def test_confused_pairs_hand_set():
                                                                                       labels).b) == (1, 2)
     with pytest.raises(ValueError, match="at least 2 classes"):
         confused_pairs(np.ones((1, 1)))
+
+
+def test_confusion_figure_for_many_classes_and_a_highlighted_pair():
+    import matplotlib.pyplot as plt
+
+    from convscope.render.confusion import confusion_figure
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(400) % 40
+    logits = torch.as_tensor(rng.normal(size=(400, 40)), dtype=torch.float32)
+    logits[np.arange(400), labels] += 2.5
+    names = [f"class number {i}" for i in range(40)]
+    evaluation = evaluation_from_logits(logits, labels, names)
+    figure = confusion_figure(evaluation, highlight=(3, 17))
+    axis = figure.axes[0]
+    assert len(axis.texts) == 0 and "40 classes: counts are in the JSON" in axis.get_title()  # too small to write in
+    assert [t.get_text() for t in axis.get_xticklabels()] == names
+    outlined = sorted(tuple(p.get_xy()) for p in axis.patches)
+    assert outlined == [(2.5, 16.5), (16.5, 2.5)]  # cells (true 3, predicted 17) and (17, 3)
+    assert figure.get_size_inches()[0] <= 23.2
+    plt.close(figure)

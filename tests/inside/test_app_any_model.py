@@ -211,3 +211,25 @@ def test_unique_stems_and_class_index():
     with pytest.raises(inside.InsideError) as info:
         inside.class_index(names, "q" * 100_000)
     assert len(str(info.value)) < 300
+
+
+def test_topk_says_when_fields_were_measured(test_split):
+    """A model whose path holds a functional strided conv: fields from input gradients, said in JSON."""
+    import dataclasses
+
+    import convscope
+
+    from .test_receptive_fields import Functional
+
+    torch.manual_seed(0)
+    net = convscope.wrap(Functional().eval(), input_shape=(1, 16, 16), class_names=["a", "b"], preprocessing="unit")
+    split = dataclasses.replace(test_split, images=test_split.images[:50, 6:22, 6:22].copy(),
+                                labels=test_split.labels[:50] % 2, class_names=("a", "b"))
+    result = inside.topk(net, split, "conv", k=2)
+    data = result.to_json()
+    assert data["receptive_field"]["method"] == "gradient" and "measured" in data["receptive_field"]["note"]
+    assert any("receptive fields: gradient" in line for line in result.summary())
+    support = independent_support(lambda x: net.conv(F.relu(F.conv2d(x, net.weight, stride=2, padding=1))),
+                                  (1, 16, 16), (6, 6))
+    top = result.topk
+    assert torch.equal(top.rectangles, support[top.positions[..., 0], top.positions[..., 1]])

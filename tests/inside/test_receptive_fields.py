@@ -119,6 +119,35 @@ def test_every_window_parameter_in_forward_order():
         assert torch.equal(all_rectangles(net, layer, out_hw), expected), layer
 
 
+class Branches(nn.Module):
+    """Two branches of different widths meet in a sum (the wide one second) and a
+    channel concatenation: the field is their union."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.narrow = nn.Conv2d(1, 2, 3, padding=1)
+        self.wide = nn.Conv2d(1, 2, 5, padding=2, dilation=1)
+        self.mix = nn.Conv2d(4, 2, 3, stride=2)
+        self.head = nn.Linear(2, 2)
+
+    def forward(self, x):
+        y = self.narrow(x) + self.wide(x)
+        z = torch.cat([F.relu(self.narrow(x)), y], dim=1)
+        return self.head(self.mix(z).mean((2, 3)))
+
+
+def test_branches_meeting_take_the_union():
+    net = convscope.wrap(Branches().eval(), input_shape=(1, 12, 12), class_names=["a", "b"], preprocessing="unit")
+    fields = receptive_fields(net, "mix")
+    assert fields.method == "geometry" and fields.size == (7, 7)
+
+    def forward(x):
+        y = net.narrow(x) + net.wide(x)
+        return net.mix(torch.cat([F.relu(net.narrow(x)), y], dim=1))
+
+    assert torch.equal(all_rectangles(net, "mix", (5, 5)), independent_support(forward, (1, 12, 12), (5, 5)))
+
+
 class Functional(nn.Module):
     """A strided functional convolution: its geometry cannot be read from modules."""
 
@@ -145,7 +174,7 @@ class Branching(nn.Module):
 
     def forward(self, x):
         y = self.a(x)
-        if float(y.mean()) > 1e9:  # never true, but fx cannot know
+        if float(y.detach().mean()) > 1e9:  # never true, but fx cannot know
             y = y * 2
         y = self.b(torch.relu(y))
         return self.head(y.mean((2, 3)))

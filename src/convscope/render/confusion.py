@@ -100,7 +100,7 @@ def confusion_figure(evaluation, *, title: str | None = None, cmap: str = "Blues
     if highlight is not None:
         a, b = highlight
         for row, col in ((a, b), (b, a)):
-            ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="#d62728", lw=2.0))
+            ax.add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="#d62728", lw=2.0, zorder=5))
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
 

@@ -203,6 +203,7 @@ def test_unique_stems_and_class_index():
     assert len(set(s.lower() for s in stems)) == 5
     assert len(notes) == 1 and "a/x.png → x" in notes[0] and "b/x.png → x-2" in notes[0]
     assert inside.slug("y" * 300 + ".png") == "y" * 80
+    assert inside.slug("T-shirt/top", path=False) == "T-shirt_top" and inside.slug("dir/T-shirt.png") == "T-shirt"
     names = ("T-shirt/top", "Trouser", "Sandal")
     assert inside.class_index(names, "sandal") == 2 and inside.class_index(names, "1") == 1
     assert inside.class_index(names, 0) == 0

@@ -87,14 +87,15 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 20] + f"… ({len(text)} characters)"
 
 
-def slug(text: str, limit: int = 80) -> str:
+def slug(text: str, limit: int = 80, *, path: bool = True) -> str:
     """A file-name part for ``text``: ``test:1270`` → ``test-1270``; a path → its
-    stem; other characters → ``_``; at most ``limit`` characters."""
+    stem (``path=False``: the whole text, e.g. a class name ``T-shirt/top`` →
+    ``T-shirt_top``); other characters → ``_``; at most ``limit`` characters."""
     text = str(text)
     if re.match(r"^(test|train):\d+$", text):
         stem = text.replace(":", "-")
     else:
-        stem = Path(text).stem if ("/" in text or "." in text) else text
+        stem = Path(text).stem if path and ("/" in text or "." in text) else text
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("._") or "image"
     return stem[:limit]
 
@@ -609,7 +610,7 @@ class ComparisonResult(Result):
     @property
     def base(self) -> str:
         """``compare_<A>_<B>`` (class names as file-name parts)."""
-        return f"compare_{slug(self.a_name, 40)}_{slug(self.b_name, 40)}"
+        return f"compare_{slug(self.a_name, 40, path=False)}_{slug(self.b_name, 40, path=False)}"
 
     @property
     def a_name(self) -> str:

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from convscope.cli import main
-from convscope.evaluation import evaluate_model, evaluation_from_logits
+from convscope.evaluation import confused_pairs, evaluate_model, evaluation_from_logits, most_confused_pair
 from convscope.inference import to_input
 from convscope.io import to_json
 
@@ -116,6 +116,7 @@ def test_cli_json_matches_the_engine(shipped_evaluation, mnist_dir, tmp_path):
     assert data["confusion"] == shipped_evaluation.confusion.tolist()
     assert data["misclassified"] == shipped_evaluation.misclassified.tolist()
     assert data["parameters"]["split"] == "test" and data["num_images"] == 10_000
+    assert (data["most_confused_pair"]["a_name"], data["most_confused_pair"]["b_name"]) == ("4", "9")
     # Files written atomically, and the JSON file equals what was printed.
     assert json.loads((out / "evaluation.json").read_text()) == data
     assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -156,4 +157,60 @@ def test_confusion_figure_scale_for_degenerate_results():
     figure = confusion_figure(perfect)
     assert sorted(t.get_text() for t in figure.axes[0].texts) == ["10", "10", "10"]
     assert "0 of 30 wrong" in figure.axes[0].get_title()
+    plt.close(figure)
+
+
+def test_most_confused_pair_of_the_shipped_model_is_4_vs_9(shipped_evaluation, independent_predictions, test_split):
+    """Independent: count A→B plus B→A mistakes from the predictions; ties broken by the
+    probability each class's images give the other class."""
+    labels = np.asarray(test_split.labels)
+    probabilities = shipped_evaluation.probabilities.astype(np.float64)
+    counts = {}
+    for a in range(10):
+        for b in range(a + 1, 10):
+            count = int(np.sum((labels == a) & (independent_predictions == b))
+                        + np.sum((labels == b) & (independent_predictions == a)))
+            soft = probabilities[labels == a, b].sum() + probabilities[labels == b, a].sum()
+            counts[(a, b)] = (count, soft)
+    expected = max(counts, key=lambda pair: (counts[pair][0], counts[pair][1], -pair[0], -pair[1]))
+    pair = shipped_evaluation.most_confused_pair()
+    assert (pair.a, pair.b) == expected == (4, 9)
+    assert pair.count == counts[(4, 9)][0] and pair.soft == pytest.approx(counts[(4, 9)][1], rel=1e-6)
+    assert (pair.a_as_b, pair.b_as_a) == (shipped_evaluation.confusion[4, 9], shipped_evaluation.confusion[9, 4])
+    # 4-9 ties with 3-5 on the count: the soft confusion decides (the ranking shows both)
+    ranking = shipped_evaluation.confused_pairs(2)
+    assert [(p.a, p.b) for p in ranking] == [(4, 9), (3, 5)] and ranking[0].count == ranking[1].count
+
+
+def test_confused_pairs_hand_set():
+    confusion = np.array([[5, 2, 0], [1, 6, 3], [0, 0, 9]])
+    ranked = confused_pairs(confusion)
+    assert [(p.a, p.b, p.count, p.a_as_b, p.b_as_a) for p in ranked] == [(0, 1, 3, 2, 1), (1, 2, 3, 3, 0), (0, 2, 0, 0, 0)]
+    # a tie on the count: the soft confusion decides
+    probabilities = np.array([[0.9, 0.1, 0.0], [0.2, 0.1, 0.7], [0.0, 0.0, 1.0]])
+    labels = np.array([0, 1, 2])
+    assert (most_confused_pair(confusion, probabilities, labels).a, most_confused_pair(confusion, probabilities,
+                                                                                      labels).b) == (1, 2)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        confused_pairs(np.ones((1, 1)))
+
+
+def test_confusion_figure_for_many_classes_and_a_highlighted_pair():
+    import matplotlib.pyplot as plt
+
+    from convscope.render.confusion import confusion_figure
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(400) % 40
+    logits = torch.as_tensor(rng.normal(size=(400, 40)), dtype=torch.float32)
+    logits[np.arange(400), labels] += 2.5
+    names = [f"class number {i}" for i in range(40)]
+    evaluation = evaluation_from_logits(logits, labels, names)
+    figure = confusion_figure(evaluation, highlight=(3, 17))
+    axis = figure.axes[0]
+    assert len(axis.texts) == 0 and "40 classes: counts are in the JSON" in axis.get_title()  # too small to write in
+    assert [t.get_text() for t in axis.get_xticklabels()] == names
+    outlined = sorted(tuple(p.get_xy()) for p in axis.patches)
+    assert outlined == [(2.5, 16.5), (16.5, 2.5)]  # cells (true 3, predicted 17) and (17, 3)
+    assert figure.get_size_inches()[0] <= 23.2
     plt.close(figure)

@@ -1,6 +1,8 @@
 """Look inside the network: activations, filters, predictions, class patterns,
-mistakes and top-k dataset examples. Engines only: tensors and dataclasses in and
-out; draw with :mod:`convscope.render.inside`.
+mistakes and top-k dataset examples with receptive fields — for any model with a
+convscope spec (gray or RGB, any input size, any class count). Engines only:
+tensors and dataclasses in and out; draw with :mod:`convscope.render.inside`; the
+use cases with JSON and figures are :mod:`convscope.app.inside`.
 
 In a notebook::
 
@@ -18,17 +20,23 @@ In a notebook::
 
 from convscope.inside.activations import ImageActivations, image_activations, layer_activations, reference_scaling
 from convscope.inside.class_patterns import (
-    ClassComparison, Examples, Separation, class_separation, compare_classes, pattern_marks, pick_examples,
+    ClassComparison, Examples, PatternMarks, Separation, class_separation, compare_classes, pattern_categories,
+    pattern_marks, pick_examples,
 )
 from convscope.inside.filters import FilterBank, conv_filters, conv_layers
+from convscope.inside.layers import LayerInfo, compare_layers, first_conv_layer, last_conv_layer, model_layers
 from convscope.inside.mistakes import Mistakes, select_mistakes
 from convscope.inside.predictions import Prediction, predict_images
-from convscope.inside.receptive_field import FieldGeometry, field_geometry, receptive_field
+from convscope.inside.receptive_field import (
+    FieldGeometry, ReceptiveFields, field_geometry, gradient_fields, receptive_field, receptive_fields,
+)
 from convscope.inside.topk import TopK, topk_examples, topk_layers
 
 __all__ = [
-    "ClassComparison", "Examples", "FieldGeometry", "FilterBank", "ImageActivations", "Mistakes", "Prediction",
-    "Separation", "TopK", "class_separation", "compare_classes", "conv_filters", "conv_layers", "field_geometry",
-    "image_activations", "layer_activations", "pattern_marks", "pick_examples", "predict_images", "receptive_field",
-    "reference_scaling", "select_mistakes", "topk_examples", "topk_layers",
+    "ClassComparison", "Examples", "FieldGeometry", "FilterBank", "ImageActivations", "LayerInfo", "Mistakes",
+    "PatternMarks", "Prediction", "ReceptiveFields", "Separation", "TopK", "class_separation", "compare_classes",
+    "compare_layers", "conv_filters", "conv_layers", "field_geometry", "first_conv_layer", "gradient_fields",
+    "image_activations", "last_conv_layer", "layer_activations", "model_layers", "pattern_categories",
+    "pattern_marks", "pick_examples", "predict_images", "receptive_field", "receptive_fields", "reference_scaling",
+    "select_mistakes", "topk_examples", "topk_layers",
 ]

@@ -7,7 +7,7 @@ Example::
 
     from convscope.inside import layer_activations
     acts = layer_activations(model, split.images[:100], ["Conv2D_1", "Dense_1"])
-    acts["Conv2D_1"].shape   # (100, 32, 26, 26), post-ReLU, CPU float32
+    acts["Conv2D_1"].shape   # (100, 32, 26, 26), post-ReLU, CPU float32 (Model A)
 """
 
 from __future__ import annotations
@@ -24,9 +24,19 @@ from convscope.inference import to_input
 from convscope.probe import Probe
 
 
-def _as_uint8_batch(images: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+def _as_uint8_batch(images: np.ndarray | torch.Tensor, model: nn.Module | None = None) -> np.ndarray | torch.Tensor:
+    """One image ``(H, W)`` / ``(H, W, 3)`` → a batch of one; batches unchanged."""
+    from convscope.spec import SpecError, spec_of
+
     if images.ndim == 2:
         return images[None]
+    if model is not None and images.ndim == 3:
+        try:
+            spec = spec_of(model)
+        except SpecError:
+            return images
+        if not spec.is_gray and tuple(images.shape) in ((spec.height, spec.width, spec.channels), tuple(spec.input_shape)):
+            return images[None]
     return images
 
 
@@ -43,15 +53,16 @@ def layer_activations(
 
     Args:
         model: the network (eval mode for the call, restored afterwards).
-        images: uint8 ``(N, 28, 28)`` or one ``(28, 28)`` image; they are
-            preprocessed the way the model was trained (:func:`convscope.inference.to_input`).
+        images: uint8 images in any layout :func:`convscope.inference.to_input`
+            takes — ``(N, H, W)`` gray, ``(N, H, W, 3)`` RGB, ``(N, C, H, W)`` — or
+            one image ``(H, W)`` / ``(H, W, 3)``; preprocessed as the model's spec says.
         layers: layer names / addresses (``"Conv2D_3"``, ``"Dense_1"``, ``"probabilities"``);
             a map/unit part of an address is ignored here.
         batch_size: images per forward pass.
         progress: optional ``progress(done, total)`` callback.
 
     Returns:
-        ``{layer: (N, C, H, W) or (N, F)}`` float32 CPU tensors in request order.
+        ``{layer: (N, C, H', W') or (N, F)}`` float32 CPU tensors in request order.
         The forward pass stops after the deepest requested layer.
 
     Raises:
@@ -60,7 +71,7 @@ def layer_activations(
     if isinstance(layers, (str, LayerAddress)):
         layers = [layers]
     names = list(dict.fromkeys(resolve_address(model, layer).layer for layer in layers))
-    images = _as_uint8_batch(images)
+    images = _as_uint8_batch(images, model)
     was_training = model.training
     model.eval()
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in names}
@@ -86,7 +97,7 @@ class ImageActivations:
         layer: layer name.
         values: ``(C, H, W)`` for conv/pool layers, ``(F,)`` for dense layers (post-ReLU
             where the layer has a ReLU), float32 CPU.
-        image: the ``(28, 28)`` uint8 input.
+        image: the uint8 input, ``(H, W)`` or ``(H, W, 3)``.
         probabilities: ``(classes,)`` softmax of the logits.
     """
 
@@ -105,7 +116,7 @@ class ImageActivations:
 
 
 def image_activations(model: nn.Module, image: np.ndarray | torch.Tensor, layer: str | LayerAddress) -> ImageActivations:
-    """All maps (or nodes) of ``layer`` for one uint8 ``(28, 28)`` image, plus its probabilities.
+    """All maps (or nodes) of ``layer`` for one uint8 image (``(H, W)`` or ``(H, W, 3)``), plus its probabilities.
 
     One forward pass captures the layer and the probabilities together.
     """

@@ -1,14 +1,19 @@
 """Class patterns (reference §3): which map positions / dense nodes tell two classes apart.
 
-* :func:`pattern_marks` — for a few example images of classes A and B, the
-  positions active in every A image and in no B image (and the reverse), as in the
-  reference's side-by-side grids.
+* :func:`pattern_categories` — for a few example images of classes A and B, the
+  positions active in every A image and in no B image, those active in every A and
+  in some (not every) B image, and the two reverses, as in the reference's
+  side-by-side grids (:func:`pattern_marks` gives the first pair).
 * :func:`class_separation` — over a whole split: class-mean activation per
   position and Cohen's d between the two classes, ranked.
 * :func:`pick_examples` — clear and ambiguous examples chosen from the model's
   probabilities (the reference's test indices do not hold those digits in the real
   MNIST file, so examples are selected from data + model instead).
-* :func:`compare_classes` — all of the above in one pass over the images.
+* :func:`compare_classes` — all of the above in one pass over the images; without
+  classes it compares the model's most confused pair on those images.
+
+Works on any model: the class count comes from the model's outputs, class names
+from the caller (the model's spec).
 """
 
 from __future__ import annotations
@@ -38,10 +43,44 @@ def pattern_marks(
     Returns:
         ``(a_only, b_only)`` boolean tensors of the per-image shape.
     """
+    marks = pattern_categories(acts_a, acts_b, threshold=threshold)
+    return marks.a_only, marks.b_only
+
+
+@dataclass(frozen=True)
+class PatternMarks:
+    """Four disjoint position categories for a few example images of two classes.
+
+    Attributes (boolean tensors of the per-image shape):
+        a_only: active in every A image and in no B image.
+        b_only: active in every B image and in no A image.
+        a_all_b_some: active in every A image and in some, but not every, B image.
+        b_all_a_some: active in every B image and in some, but not every, A image.
+    """
+
+    a_only: torch.Tensor
+    b_only: torch.Tensor
+    a_all_b_some: torch.Tensor
+    b_all_a_some: torch.Tensor
+
+
+def pattern_categories(acts_a: torch.Tensor, acts_b: torch.Tensor, *, threshold: float = 0.0) -> PatternMarks:
+    """The four categories of :class:`PatternMarks`.
+
+    Args:
+        acts_a: ``(nA, ...)`` activations of the class-A images (one layer).
+        acts_b: ``(nB, ...)`` activations of the class-B images.
+        threshold: a unit counts as active when its value is ``> threshold``.
+    """
     active_a, active_b = acts_a > threshold, acts_b > threshold
-    a_only = active_a.all(dim=0) & ~active_b.any(dim=0)
-    b_only = active_b.all(dim=0) & ~active_a.any(dim=0)
-    return a_only, b_only
+    all_a, any_a = active_a.all(dim=0), active_a.any(dim=0)
+    all_b, any_b = active_b.all(dim=0), active_b.any(dim=0)
+    return PatternMarks(
+        a_only=all_a & ~any_b,
+        b_only=all_b & ~any_a,
+        a_all_b_some=all_a & any_b & ~all_b,
+        b_all_a_some=all_b & any_a & ~all_a,
+    )
 
 
 @dataclass(frozen=True)
@@ -99,7 +138,8 @@ class Separation:
 
 
 def class_separation(
-    activations: torch.Tensor, labels: np.ndarray | torch.Tensor, class_a: int, class_b: int, *, layer: str = ""
+    activations: torch.Tensor, labels: np.ndarray | torch.Tensor, class_a: int, class_b: int, *, layer: str = "",
+    num_classes: int | None = None,
 ) -> Separation:
     """Class means and Cohen's d between two classes for every position of a layer.
 
@@ -108,6 +148,7 @@ def class_separation(
         labels: ``(N,)`` true classes.
         class_a, class_b: the classes to separate.
         layer: name recorded in the result.
+        num_classes: rows of ``class_means`` (default: the largest label + 1).
 
     Raises:
         ValueError: a class has fewer than 2 images, or the classes are equal.
@@ -116,7 +157,7 @@ def class_separation(
         raise ValueError(f"pick two different classes (got {class_a} twice)")
     acts = activations.double()
     labels_t = torch.as_tensor(np.array(labels, dtype=np.int64))
-    n_classes = max(int(labels_t.max()) + 1, class_a + 1, class_b + 1) if len(labels_t) else 10
+    n_classes = max(int(labels_t.max()) + 1 if len(labels_t) else 0, class_a + 1, class_b + 1, num_classes or 0)
     counts = torch.bincount(labels_t, minlength=n_classes).double()
     sums = torch.zeros((n_classes, *acts.shape[1:]), dtype=torch.float64).index_add_(0, labels_t, acts)
     shape = (-1,) + (1,) * (acts.ndim - 1)
@@ -194,8 +235,11 @@ class LayerComparison:
         layer: layer name.
         acts_a, acts_b: ``(nA, ...)`` / ``(nB, ...)`` activations of the clear examples.
         acts_ambiguous: ``(nAmb, ...)`` activations of the ambiguous A examples.
-        a_only, b_only: marks from :func:`pattern_marks` (clear examples).
+        a_only, b_only: active in every A and no B example, and the reverse
+            (see :class:`PatternMarks`).
         separation: whole-split statistics.
+        a_all_b_some, b_all_a_some: active in every A and some (not every) B
+            example, and the reverse.
     """
 
     layer: str
@@ -205,6 +249,8 @@ class LayerComparison:
     a_only: torch.Tensor
     b_only: torch.Tensor
     separation: Separation
+    a_all_b_some: torch.Tensor | None = None
+    b_all_a_some: torch.Tensor | None = None
 
 
 @dataclass
@@ -214,11 +260,16 @@ class ClassComparison:
     Attributes:
         class_a, class_b: the compared classes.
         examples: the chosen image indices.
-        images: ``{index: (28, 28) uint8}`` for every example.
+        images: ``{index: uint8 image}`` for every example (gray or RGB).
         probabilities: ``{index: (classes,)}`` for every example.
         labels: ``{index: true class}``.
         layers: ``{layer: LayerComparison}``.
-        accuracy_note: how the examples were chosen.
+        pair_chosen_by: ``"given"``, or ``"most confused"`` when the pair was
+            chosen from the model's confusion on the images.
+        confused_pair: the :class:`~convscope.evaluation.ConfusedPair` facts of the
+            compared pair on these images.
+        num_images: images the statistics were computed over.
+        split: split name used in captions and JSON (``"test"``).
     """
 
     class_a: int
@@ -228,6 +279,10 @@ class ClassComparison:
     probabilities: dict[int, torch.Tensor]
     labels: dict[int, int]
     layers: dict[str, LayerComparison] = field(default_factory=dict)
+    pair_chosen_by: str = "given"
+    confused_pair: object | None = None
+    num_images: int = 0
+    split: str = "test"
 
     def example_activations(self, layer: str, index: int) -> torch.Tensor:
         """Activations of example image ``index`` (clear A, clear B or ambiguous A) in ``layer``."""
@@ -238,36 +293,51 @@ class ClassComparison:
             return comp.acts_b[ex.clear_b.index(index)]
         return comp.acts_ambiguous[ex.ambiguous_a.index(index)]
 
-    def example_row(self, index: int, role: str, class_names: Sequence[str], split: str = "test") -> dict:
+    def example_row(self, index: int, role: str, class_names: Sequence[str], split: str | None = None) -> dict:
         """One row for the class-comparison figures: image, label, probabilities, a
         caption naming ``role`` and P(A)/P(B), and the activations in every layer."""
         probs = self.probabilities[index]
-        a_name, b_name = class_names[self.class_a], class_names[self.class_b]
+        a_name, b_name = _name(class_names, self.class_a), _name(class_names, self.class_b)
         return {
             "image": self.images[index],
             "label": self.labels[index],
             "probabilities": probs,
-            "caption": f"{role} {split}:{index}\nP({a_name})={float(probs[self.class_a]):.1%} "
+            "caption": f"{role} {split or self.split}:{index}\nP({a_name})={float(probs[self.class_a]):.1%} "
             f"P({b_name})={float(probs[self.class_b]):.1%}",
             "activations": {name: self.example_activations(name, index) for name in self.layers},
         }
 
-    def to_dict(self, top: int = 20, split: str = "test") -> dict:
+    def to_dict(self, top: int = 20, split: str | None = None, class_names: Sequence[str] | None = None) -> dict:
+        split = split or self.split
+
         def describe(indices: Sequence[int]) -> list[dict]:
-            return [
-                {
+            rows = []
+            for i in indices:
+                predicted = int(self.probabilities[i].argmax())
+                row = {
                     "image": f"{split}:{i}",
                     "label": self.labels[i],
-                    "predicted": int(self.probabilities[i].argmax()),
+                    "predicted": predicted,
                     "probabilities": [round(float(p), 6) for p in self.probabilities[i]],
                 }
-                for i in indices
-            ]
+                if class_names is not None:
+                    row.update(label_name=_name(class_names, self.labels[i]), predicted_name=_name(class_names, predicted))
+                rows.append(row)
+            return rows
 
-        return {
+        def ranking(sep: Separation) -> list[dict]:
+            rows = sep.ranking(top)
+            if class_names is not None:
+                for row in rows:
+                    row["favours_name"] = _name(class_names, row["favours"])
+            return rows
+
+        out = {
             "class_a": self.class_a,
             "class_b": self.class_b,
+            "pair_chosen_by": self.pair_chosen_by,
             "examples_chosen_by": self.examples.chosen_by,
+            "num_images": self.num_images,
             "clear_a": describe(self.examples.clear_a),
             "clear_b": describe(self.examples.clear_b),
             "ambiguous_a": describe(self.examples.ambiguous_a),
@@ -275,15 +345,28 @@ class ClassComparison:
                 name: {
                     "active_in_all_a_and_no_b": _mark_list(name, comp.a_only),
                     "active_in_all_b_and_no_a": _mark_list(name, comp.b_only),
+                    "active_in_all_a_and_some_b": _mark_list(name, comp.a_all_b_some),
+                    "active_in_all_b_and_some_a": _mark_list(name, comp.b_all_a_some),
                     "images_per_class": {str(self.class_a): comp.separation.count_a, str(self.class_b): comp.separation.count_b},
-                    "separating": comp.separation.ranking(top),
+                    "separating": ranking(comp.separation),
                 }
                 for name, comp in self.layers.items()
             },
         }
+        if class_names is not None:
+            out["class_a_name"], out["class_b_name"] = _name(class_names, self.class_a), _name(class_names, self.class_b)
+        if self.confused_pair is not None:
+            out["confusion"] = self.confused_pair.to_dict(class_names)  # type: ignore[attr-defined]
+        return out
 
 
-def _mark_list(layer: str, mask: torch.Tensor) -> list[str]:
+def _name(class_names: Sequence[str] | None, index: int) -> str:
+    return str(class_names[index]) if class_names is not None and 0 <= index < len(class_names) else str(index)
+
+
+def _mark_list(layer: str, mask: torch.Tensor | None) -> list[str]:
+    if mask is None:
+        return []
     out = []
     for coords in torch.nonzero(mask).tolist():
         text = f"{layer}:{coords[0]}"
@@ -297,35 +380,84 @@ def compare_classes(
     model: nn.Module,
     images: np.ndarray,
     labels: np.ndarray,
-    class_a: int,
-    class_b: int,
+    class_a: int | None = None,
+    class_b: int | None = None,
     *,
-    layers: Sequence[str] = ("Conv2D_3", "Dense_1"),
+    layers: Sequence[str] | None = None,
     n_examples: int = 3,
     examples: Examples | None = None,
     threshold: float = 0.0,
     batch_size: int = 1000,
     progress: Callable[[int, int], None] | None = None,
+    split: str = "test",
+    given: Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> ClassComparison:
     """Compare two classes in ``layers`` over a whole split (one forward pass).
 
     Args:
-        model: the network.
-        images: uint8 ``(N, 28, 28)`` (e.g. the test split).
+        model: the network (with a convscope spec).
+        images: uint8 ``(N, H, W)`` or ``(N, H, W, 3)`` (e.g. the test split).
         labels: ``(N,)`` true classes.
-        class_a, class_b: classes to compare (e.g. 4 and 9).
-        layers: layers to compare.
+        class_a, class_b: classes to compare (e.g. 4 and 9); both ``None``: the
+            model's most confused pair on these images
+            (:func:`convscope.evaluation.most_confused_pair`).
+        layers: layers to compare (default :func:`convscope.inside.layers.compare_layers`:
+            the last conv layer and the hidden dense layers).
         n_examples: clear examples per class and ambiguous A examples, when
             ``examples`` is not given.
         examples: explicit examples (indices into ``images``) instead of choosing.
+        given: image indices to use as the examples, grouped by their label once
+            the pair is known (each must be a true A or B).
         threshold: "active" means ``> threshold`` for the marks.
         batch_size: images per forward pass.
         progress: optional ``progress(done, total)`` callback.
+        split: split name for captions and JSON.
+        class_names: names for messages.
+
+    Raises:
+        ValueError: equal classes, only one class given, a class outside the
+            model's outputs, or fewer than 2 images of a class.
     """
-    names = [resolve_address(model, layer).layer for layer in layers]
-    outputs = layer_activations(model, images, names + ["probabilities"], batch_size=batch_size, progress=progress)
-    probabilities = outputs.pop("probabilities")
+    from convscope.evaluation import confused_pairs, evaluation_from_logits
+
+    if (class_a is None) != (class_b is None):
+        raise ValueError("give both classes, or neither (then the most confused pair is compared)")
+    if class_a is not None and class_a == class_b:
+        raise ValueError(f"pick two different classes (got {class_a} twice)")
+    if layers is None:
+        from convscope.inside.layers import compare_layers
+
+        layers = compare_layers(model)
+    names = list(dict.fromkeys(resolve_address(model, layer).layer for layer in layers))
+    outputs = layer_activations(model, images, names + ["logits"], batch_size=batch_size, progress=progress)
+    logits = outputs.pop("logits")
+    probabilities = torch.softmax(logits, dim=1)
+    num_classes = int(probabilities.shape[1])
     labels_np = np.asarray(labels)
+    for cls in (class_a, class_b):
+        if cls is not None and not 0 <= cls < num_classes:
+            raise ValueError(f"class {cls} is not one of the model's {num_classes} classes (0..{num_classes - 1})")
+    evaluation = evaluation_from_logits(logits, labels_np)
+    ranked = confused_pairs(evaluation.confusion, evaluation.probabilities, evaluation.labels)
+    chosen_by = "given"
+    if class_a is None:
+        class_a, class_b = ranked[0].a, ranked[0].b
+        chosen_by = "most confused"
+    pair = next(p for p in ranked if {p.a, p.b} == {class_a, class_b})
+    if given is not None and examples is None:
+        chosen_a, chosen_b = [], []
+        for index in given:
+            label = int(labels_np[index])
+            if label not in (class_a, class_b):
+                raise ValueError(f"{split}:{index} is a {_name(class_names, label)}, neither class "
+                                 f"{_name(class_names, class_a)} nor {_name(class_names, class_b)}; pick images of the "
+                                 "two compared classes")
+            (chosen_a if label == class_a else chosen_b).append(int(index))
+        if not chosen_a or not chosen_b:
+            raise ValueError(f"the given images need at least one true {_name(class_names, class_a)} and one true "
+                             f"{_name(class_names, class_b)}")
+        examples = Examples(clear_a=chosen_a, clear_b=chosen_b, ambiguous_a=[], chosen_by="--images")
     if examples is None:
         examples = pick_examples(probabilities.numpy(), labels_np, class_a, class_b, n_examples)
     every = list(dict.fromkeys(examples.clear_a + examples.clear_b + examples.ambiguous_a))
@@ -336,18 +468,24 @@ def compare_classes(
         images={i: np.asarray(images[i]) for i in every},
         probabilities={i: probabilities[i] for i in every},
         labels={i: int(labels_np[i]) for i in every},
+        pair_chosen_by=chosen_by,
+        confused_pair=pair,
+        num_images=len(labels_np),
+        split=split,
     )
     for name in names:
         acts = outputs[name]
         acts_a, acts_b = acts[examples.clear_a], acts[examples.clear_b]
-        a_only, b_only = pattern_marks(acts_a, acts_b, threshold=threshold)
+        marks = pattern_categories(acts_a, acts_b, threshold=threshold)
         result.layers[name] = LayerComparison(
             layer=name,
             acts_a=acts_a,
             acts_b=acts_b,
             acts_ambiguous=acts[examples.ambiguous_a],
-            a_only=a_only,
-            b_only=b_only,
-            separation=class_separation(acts, labels_np, class_a, class_b, layer=name),
+            a_only=marks.a_only,
+            b_only=marks.b_only,
+            separation=class_separation(acts, labels_np, class_a, class_b, layer=name, num_classes=num_classes),
+            a_all_b_some=marks.a_all_b_some,
+            b_all_a_some=marks.b_all_a_some,
         )
     return result

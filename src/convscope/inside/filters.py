@@ -34,16 +34,36 @@ class FilterBank:
 
 
 def conv_layers(model: nn.Module) -> list[str]:
-    """Names of the top-level layers that are, or contain, a ``nn.Conv2d``."""
-    names = []
-    for name, child in model.named_children():
-        if isinstance(child, nn.Conv2d) or any(isinstance(m, nn.Conv2d) for m in child.modules()):
+    """Addressable names of the model's convolutions, in forward order: each conv
+    layer of :func:`convscope.inside.layers.model_layers` that holds exactly one
+    ``nn.Conv2d`` (``Conv2D_1`` … for Model A), else the dotted names of the
+    convolutions inside it (``stages.0.body.0``, ``stages.0.conv2`` in a residual
+    block). Without a spec (no forward pass possible): the modules in
+    registration order."""
+    from convscope.inside.layers import model_layers
+    from convscope.spec import SpecError
+
+    modules = dict(model.named_modules())
+    try:
+        layers = [layer.name for layer in model_layers(model)]
+    except (SpecError, RuntimeError):
+        layers = [name for name, _ in model.named_children()]
+    names: list[str] = []
+    for name in layers:
+        module = modules[name]
+        convs = [sub for sub, m in module.named_modules() if isinstance(m, nn.Conv2d)]
+        if len(convs) == 1:
             names.append(name)
+        else:
+            names.extend(f"{name}.{sub}" for sub in convs)
     return names
 
 
 def conv_filters(model: nn.Module, layer: str) -> FilterBank:
     """The kernels of ``layer`` (a ``nn.Conv2d`` or a block holding exactly one).
+
+    ``weights`` is ``(out, in, kh, kw)``: ``in`` = 3 for the first conv of an RGB
+    model (:func:`convscope.render.inside.kernel_grid_figure` draws those in colour).
 
     Raises:
         AddressError: unknown layer, or a layer without a convolution (lists the conv layers).

@@ -27,7 +27,9 @@ class Mistakes:
     pair: tuple[int, int] | None
 
     def to_dict(self, split: str = "test", class_names: tuple[str, ...] | None = None) -> dict:
-        names = class_names or tuple(str(i) for i in range(self.probabilities.shape[1] if self.probabilities.size else 10))
+        count = self.probabilities.shape[1] if self.probabilities.ndim == 2 else 0
+        names = tuple(class_names) if class_names is not None and len(class_names) >= count else tuple(
+            str(i) for i in range(count))
         return {
             "total_errors": self.total_errors,
             "pair": None if self.pair is None else {"true": self.pair[0], "predicted": self.pair[1]},

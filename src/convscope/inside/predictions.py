@@ -47,15 +47,28 @@ class Prediction:
 
 
 def _class_names(model: nn.Module, n: int) -> tuple[str, ...]:
-    names = getattr(getattr(model, "config", None), "class_names", None)
-    return tuple(names) if names and len(names) == n else tuple(str(i) for i in range(n))
+    from convscope.spec import SpecError, spec_of
+
+    try:
+        names = spec_of(model).class_names
+    except SpecError:
+        names = ()
+    return tuple(names) if len(names) == n else tuple(str(i) for i in range(n))
 
 
 def predict_images(
     model: nn.Module, images: np.ndarray | torch.Tensor, class_names: Sequence[str] | None = None
 ) -> list[Prediction]:
-    """Predictions for uint8 images ``(N, 28, 28)`` (or one ``(28, 28)``)."""
-    images = images[None] if images.ndim == 2 else images
+    """Predictions for uint8 images in any layout :func:`convscope.inference.to_input`
+    takes (``(N, H, W)``, ``(N, H, W, 3)``, or one image); class names default to
+    the model's spec."""
+    from convscope.spec import SpecError, spec_of
+
+    try:
+        single = images.ndim == (2 if spec_of(model).is_gray else 3)
+    except SpecError:
+        single = images.ndim == 2
+    images = images[None] if single else images
     logits = predict_logits(model, images)
     probabilities = torch.softmax(logits, dim=1)
     names = tuple(class_names) if class_names is not None else _class_names(model, logits.shape[1])

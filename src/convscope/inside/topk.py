@@ -2,7 +2,11 @@
 
 All maps of a layer are handled in one pass over the images: each batch's
 per-map maxima ``(B, C)`` are merged with the running top-k ``(k, C)`` by one
-``torch.topk`` along the image axis — no loop over maps.
+``torch.topk`` along the image axis — no loop over maps. Any model and image
+layout (gray ``(N, H, W)``, RGB ``(N, H, W, 3)``); receptive fields come from
+:func:`convscope.inside.receptive_field.receptive_fields` (exact geometry, or the
+measured gradient support where the geometry cannot be traced — ``field_method``
+says which).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from torch import nn
 
 from convscope.address import resolve_address
 from convscope.inference import to_input
-from convscope.inside.receptive_field import field_geometry
+from convscope.inside.receptive_field import ReceptiveFields, receptive_fields
 from convscope.probe import Probe
 
 
@@ -34,6 +38,7 @@ class TopK:
         rectangles: ``(C, k, 4)`` int64 receptive field ``(top, left, bottom, right)``
             of that unit in input pixels (bottom/right exclusive), or ``None``.
         num_images: how many images were searched.
+        fields: how the receptive fields were found (``None`` for dense layers).
     """
 
     layer: str
@@ -42,6 +47,12 @@ class TopK:
     positions: torch.Tensor | None
     rectangles: torch.Tensor | None
     num_images: int
+    fields: ReceptiveFields | None = None
+
+    @property
+    def field_method(self) -> str | None:
+        """``"geometry"``, ``"gradient"``, ``"whole"`` or ``None`` (dense layer)."""
+        return None if self.fields is None else self.fields.method
 
     @property
     def k(self) -> int:
@@ -59,7 +70,10 @@ class TopK:
                 entry["positions"] = self.positions[m].tolist()
                 entry["receptive_fields"] = self.rectangles[m].tolist()
             maps.append(entry)
-        return {"layer": self.layer, "k": self.k, "num_images": self.num_images, "maps": maps}
+        out = {"layer": self.layer, "k": self.k, "num_images": self.num_images, "maps": maps}
+        if self.fields is not None:
+            out["receptive_field"] = self.fields.to_dict()
+        return out
 
 
 class _RunningTopK:
@@ -89,26 +103,18 @@ class _RunningTopK:
         order = torch.sort(maxima, dim=0, descending=True, stable=True).indices[: self.k]
         self.values, self.indices, self.flat = maxima.gather(0, order), index.gather(0, order), flat.gather(0, order)
 
-    def result(self, model: nn.Module, layer: str, images_shape: tuple[int, ...], total: int) -> TopK:
+    def result(self, model: nn.Module, layer: str, total: int) -> TopK:
         assert self.values is not None and self.indices is not None and self.flat is not None
         values = self.values.T.contiguous().cpu()
         indices = self.indices.T.contiguous().cpu().long()
-        positions = rectangles = None
+        positions = rectangles = fields = None
         if self.map_width is not None:
             flat = self.flat.T.contiguous().cpu()
             positions = torch.stack([flat // self.map_width, flat % self.map_width], dim=-1).long()
-            geometry = field_geometry(model, layer)
-            if geometry is not None:
-                top = geometry.start[0] + positions[..., 0] * geometry.jump[0]
-                left = geometry.start[1] + positions[..., 1] * geometry.jump[1]
-                height, width = images_shape[-2], images_shape[-1]
-                rectangles = torch.stack(
-                    [top.clamp(min=0), left.clamp(min=0),
-                     (top + geometry.size[0]).clamp(max=height), (left + geometry.size[1]).clamp(max=width)],
-                    dim=-1,
-                ).long()
+            fields = receptive_fields(model, layer)
+            rectangles = fields.rectangles(positions)
         return TopK(layer=layer, values=values, indices=indices, positions=positions, rectangles=rectangles,
-                    num_images=total)
+                    num_images=total, fields=fields)
 
 
 @torch.no_grad()
@@ -126,7 +132,7 @@ def topk_layers(
 
     Args:
         model: the network.
-        images: uint8 ``(N, 28, 28)``, e.g. ``load_split("test").images``.
+        images: uint8 ``(N, H, W)`` or ``(N, H, W, 3)``, e.g. ``load_split("test").images``.
         layers: layer names (``"Conv2D_3"``; a map part is ignored).
         k: images per map (at most N).
         batch_size: images per forward pass.
@@ -153,7 +159,7 @@ def topk_layers(
                     progress(min(start + batch_size, total), total)
     finally:
         model.train(was_training)
-    return {name: running[name].result(model, name, tuple(images.shape), total) for name in names}
+    return {name: running[name].result(model, name, total) for name in names}
 
 
 def topk_examples(

@@ -45,6 +45,14 @@ def _tick(progress: Task | None, done: float, total: float | None = None) -> Non
         progress.update(done, total)
 
 
+def _inner_progress(progress: Task | None):
+    """A :class:`~convscope.progress.Progress` whose tasks move the stage's task (an
+    application-layer function reports through it)."""
+    from convscope.progress import Progress
+
+    return Progress(sink=(lambda event: _tick(progress, event.completed, event.total)) if progress is not None else None)
+
+
 # ----------------------------------------------------------------------------- layers
 def layer_kinds(model: nn.Module) -> dict[str, str]:
     """``{layer: "conv" | "pool" | "dense" | "other"}`` for every module the forward
@@ -113,14 +121,14 @@ class ModelCard:
 def stage_model_card(env: Env, params: dict, inputs: dict, progress: Task | None) -> ModelCard:
     """Summary, parameter counts, recipe, test accuracy, per-class accuracy and the
     confusion matrix (the evaluation later stages reuse)."""
-    from convscope.evaluation import evaluate_model
+    from convscope.app.inside import evaluate
     from convscope.models.summary import summary_table
     from convscope.render.confusion import confusion_figure
     from convscope.spec import spec_of
 
     model = env.model
     spec = spec_of(model)
-    evaluation = evaluate_model(model, env.split, progress=lambda done, total: _tick(progress, done, total))
+    evaluation = evaluate(model, env.split, progress=_inner_progress(progress)).evaluation
     table = summary_table(model)
     config = getattr(model, "config", None)
     card = ModelCard(
@@ -144,17 +152,17 @@ def stage_model_card(env: Env, params: dict, inputs: dict, progress: Task | None
     return card
 
 
-def most_confused_pair(confusion: np.ndarray) -> tuple[int, int]:
-    """The class pair the model confuses most: the largest off-diagonal cell
-    ``confusion[t, p]`` (true ``t`` predicted as ``p``; ties: the first in row-major
-    order), returned as ``(p, t)`` — for the shipped model 9s called 4 most often,
-    so ``(4, 9)``: the reference's "4 versus 9"."""
-    confusion = np.asarray(confusion, dtype=np.int64).copy()
+def most_confused_pair(card: ModelCard, labels: np.ndarray) -> tuple[int, int]:
+    """The class pair the model confuses most on its own test set
+    (:func:`convscope.evaluation.confused_pairs`: the symmetric count, ties broken by
+    the probability mass; 4 and 9 for the shipped model), as ``(a, b)`` with ``a < b``."""
+    from convscope.evaluation import confused_pairs
+
+    confusion = np.asarray(card.evaluation["confusion"])
     if confusion.shape[0] < 2:
         return 0, 0
-    np.fill_diagonal(confusion, -1)
-    t, p = np.unravel_index(int(np.argmax(confusion)), confusion.shape)
-    return int(p), int(t)
+    pair = confused_pairs(confusion, card.probabilities, labels)[0]
+    return pair.a, pair.b
 
 
 # ----------------------------------------------------------------------------- training
@@ -623,37 +631,25 @@ def dense_patterns(out: Comparison, name: str, means: np.ndarray, classes: int) 
 
 
 def stage_compare(env: Env, params: dict, inputs: dict, progress: Task | None) -> Comparison:
-    from convscope.inside import compare_classes
-    from convscope.render.inside import MARK_A, MARK_B, class_rows_figure, separation_figure
+    """The model's most confused pair compared inside the network
+    (:func:`convscope.app.inside.compare`): examples, marked patterns, separation,
+    and the dense layers' class-mean node patterns."""
+    from convscope.app.inside import compare
 
     card: ModelCard = inputs["model_card"]
-    class_a, class_b = most_confused_pair(np.asarray(card.evaluation["confusion"]))
+    class_a, class_b = most_confused_pair(card, np.asarray(env.split.labels, dtype=np.int64))
     layers = list(params["layers"])
     names = env.class_names
-    comparison = compare_classes(
-        env.ascent_model, env.split.images, env.split.labels, class_a, class_b, layers=layers,
-        n_examples=params["examples"], progress=lambda done, total: _tick(progress, done, total),
-    )
-    ex = comparison.examples
-    a_name, b_name = names[class_a], names[class_b]
+    result = compare(env.ascent_model, env.split, class_a, class_b, layers=layers, n_examples=params["examples"],
+                     progress=_inner_progress(progress))
+    comparison = result.comparison
     out = Comparison(class_a=class_a, class_b=class_b, compared_layers=layers, details=comparison.to_dict(top=10), dense={})
-
-    def row(index: int, role: str) -> dict:
-        return comparison.example_row(index, role, names)
-
-    marks = {n: [(comparison.layers[n].a_only.numpy(), MARK_A), (comparison.layers[n].b_only.numpy(), MARK_B)]
-             for n in layers}
-    legend = [(MARK_A, f"active in all clear {a_name}s, in no {b_name}"),
-              (MARK_B, f"active in all clear {b_name}s, in no {a_name}")]
-    rows = ([row(i, f"ambiguous {a_name}") for i in ex.ambiguous_a] + [row(i, f"clear {a_name}") for i in ex.clear_a]
-            + [row(i, f"clear {b_name}") for i in ex.clear_b])
-    if rows:
-        out.images["rows"] = img.figure_png(class_rows_figure(
-            rows, layers, marks=marks, legend=legend, class_names=names,
-            title=f"{layers[0]} and {layers[-1]} patterns: ambiguous '{a_name}'s, clear '{a_name}'s and clear '{b_name}'s",
-        ), dpi=90)
-    separations = [comparison.layers[n].separation for n in layers]
-    out.images["separation"] = img.figure_png(separation_figure(separations, top=10, class_names=names), dpi=80)
+    rows = result.ambiguous_figure()
+    if rows is None and comparison.examples.clear_a and comparison.examples.clear_b:
+        rows = result.patterns_figure()
+    if rows is not None:  # an untrained model may classify no image of the two classes correctly
+        out.images["rows"] = img.figure_png(rows, dpi=90)
+    out.images["separation"] = img.figure_png(result.separation_figure(), dpi=80)
     for index in comparison.images:
         out.images[f"input/{index}"] = img.picture_png(comparison.images[index])
     for name in params.get("dense", []):

@@ -20,9 +20,10 @@ Every bad setting raises a ``ValueError`` (one clear message), before any work.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,6 +146,26 @@ def resolve_objective(model: nn.Module, objective: str | Objective | None, mode:
         return objective
     text = default_objective(model, mode, photo) if objective is None else objective
     return parse_dream_objective(model, str(text))
+
+
+@contextlib.contextmanager
+def _out_of_memory_as_error() -> Iterator[None]:
+    """An allocation that fails anyway (an estimate below the truth, a budget set
+    too high, other programs) becomes one :class:`DreamMemoryError`, not a traceback."""
+    from convscope.dream.memory import DreamMemoryError
+
+    advice = ("use a smaller photo, --tiling downscale, or a lower --memory-limit (fullconv then runs in stripes, "
+              "tiles in smaller chunks)")
+    try:
+        yield
+    except MemoryError:
+        raise DreamMemoryError(f"the dream ran out of memory: {advice}") from None
+    except RuntimeError as exc:
+        text = str(exc)
+        if "allocate" in text or "out of memory" in text.lower():
+            first = text.strip().splitlines()[0] if text.strip() else ""
+            raise DreamMemoryError(f"the dream ran out of memory ({_short(first, 100)}): {advice}") from None
+        raise
 
 
 class _StepTask:
@@ -436,16 +457,17 @@ def dream_photo(
     _check_memory(model, target, pixels, options)
     if guide is not None:
         guide_pixels = _as_photo_array(guide)
-        target = guided_objective(model, as_photo(torch.from_numpy(guide_pixels.copy()), spec.channels), target, tiling)
+        with _out_of_memory_as_error():
+            target = guided_objective(model, as_photo(torch.from_numpy(guide_pixels.copy()), spec.channels), target, tiling)
     photo_tensor = torch.from_numpy(pixels.copy())
-    with _StepTask(progress, "dream") as task:
+    with _StepTask(progress, "dream") as task, _out_of_memory_as_error():
         dreamed = colour_dream(
             model, lambda x: deep_dream(model, target, x, seed=seed, progress=task, **options),
             photo_tensor, color=color, tone=tone,
         )
     frames: list[np.ndarray] = []
     if zoom_frames:
-        with _StepTask(progress, "zoom frames") as task:
+        with _StepTask(progress, "zoom frames") as task, _out_of_memory_as_error():
             zoomed = colour_zoom_frames(
                 model, target, photo_tensor, zoom_frames, zoom=zoom, color=color, tone=tone, seed=seed,
                 first=dreamed.dreamed, progress=task, **options,
@@ -505,7 +527,7 @@ def carve_photo(
     # carving runs the model on its input size only; the full-size copies are what counts
     _check_memory(model, target, pixels, dict(tiling="downscale", octave_scale=math.inf, tile_batch=1,
                                               memory_budget=parse_budget(memory_limit, next(model.parameters()).device)))
-    with _StepTask(progress, "carve") as task:
+    with _StepTask(progress, "carve") as task, _out_of_memory_as_error():
         carved = colour_dream(
             model, lambda x: carve(model, target, x, rounds=rounds, epochs=steps, epsilon=step_size, progress=task),
             torch.from_numpy(pixels.copy()), color=color, tone=tone,
@@ -559,7 +581,7 @@ def zoom_photo(
                              memory_limit, device)
     target = resolve_objective(model, objective, "octaves", pixels)
     _check_memory(model, target, pixels, options)
-    with _StepTask(progress, "zoom frames") as task:
+    with _StepTask(progress, "zoom frames") as task, _out_of_memory_as_error():
         zoomed = colour_zoom_frames(model, target, torch.from_numpy(pixels.copy()), frames, zoom=zoom, color=color,
                                     tone=tone, seed=seed, progress=task, **options)
     parameters = {"objective": target.name, "zoom": zoom, "frames": frames, "seed": seed, "color": color, "tone": tone,

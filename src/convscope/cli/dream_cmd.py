@@ -7,6 +7,7 @@ inside the terminal progress → write the photos and the result → print.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import click
@@ -161,15 +162,34 @@ def dream(
         except ValueError as exc:
             fail(str(exc))
 
-    # Everything is computed; now write (each file atomically).
+    # Everything is computed; now write (each file atomically, the JSON last).
     out_dir = Path(out_dir)
+    started = time.time()
+    photos: list[Path] = []
     try:
         # the dream in --format; zoom frames are always PNG
-        photos = [
-            _save_photo(out_dir / f"{stem}.{image_format if stem == 'dream' else 'png'}", pixels)
-            for stem, pixels in result.images().items()
-        ]
+        for stem, pixels in result.images().items():
+            photos.append(_save_photo(out_dir / f"{stem}.{image_format if stem == 'dream' else 'png'}", pixels))
         written = write_result(result, out_dir, arrays=False)
-    except OSError as exc:
-        fail(f"cannot write the results to {out_dir}: {exc}")
+    except (OSError, MemoryError, ValueError, RuntimeError) as exc:
+        candidates = [*photos, *(out_dir / f"{stem}.png" for stem in result.figures()), out_dir / f"{result.kind}.json"]
+        _remove_new(candidates, started)
+        reason = "out of memory" if isinstance(exc, MemoryError) else f"{type(exc).__name__}: {exc}" if not isinstance(exc, OSError) else str(exc)
+        fail(f"cannot write the results to {out_dir}: {reason}; nothing of this run was kept")
     finish(result, photos + written, as_json)
+
+
+def _remove_new(paths: list[Path], since: float) -> None:
+    """Remove the files of ``paths`` written since ``since`` (a run's partial set)."""
+    for path in paths:
+        try:
+            if path.is_file() and path.stat().st_mtime >= since - 1:
+                path.unlink()
+        except OSError:
+            pass
+    for folder in {path.parent for path in paths}:
+        try:
+            if folder.name == "frames" and not any(folder.iterdir()):
+                folder.rmdir()
+        except OSError:
+            pass

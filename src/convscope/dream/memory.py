@@ -261,11 +261,40 @@ class MemoryPlan:
             raise DreamMemoryError(self.advice)
 
 
-def _fixed_bytes(height: int, width: int, channels: int, octave_scale: float, model: nn.Module, extra_per_pixel: float) -> float:
-    pixels = height * width
+def _per_pixel_fixed(channels: int, octave_scale: float, extra_per_pixel: float) -> float:
+    """Bytes per pixel of the largest octave kept besides the activations (pyramid included)."""
     pyramid = 1.0 / (1.0 - 1.0 / octave_scale**2) if octave_scale > 1 else 1.0
-    parameters = sum(p.numel() * p.element_size() for p in model.parameters())
-    return pixels * (IMAGE_BYTES_PER_PIXEL_CHANNEL * channels * (1 + pyramid) / 2 + extra_per_pixel) + 2 * parameters
+    return IMAGE_BYTES_PER_PIXEL_CHANNEL * channels * (1 + pyramid) / 2 + extra_per_pixel
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """One tiling's memory as a function of the pixel count ``p``:
+    ``whole(p) = base + slope·p`` at the requested settings, and the least it can
+    be made with stripes / a one-tile chunk: ``least_base + least_slope·p``."""
+
+    slope: float
+    base: float
+    least_slope: float
+    least_base: float
+
+
+def _shape(tiling: str, channels: int, fixed_per_pixel: float, constant: float, cost: ActivationCost,
+           striped: bool, batch: int, count: int, min_stripe: float) -> _Shape | None:
+    image_copy = 4 * channels
+    if tiling == "fullconv":
+        if cost.per_pixel <= 0:
+            return None  # the objective has no whole-image pass (a dense layer)
+        whole = _Shape(fixed_per_pixel + cost.per_pixel, constant, fixed_per_pixel + cost.per_pixel, constant)
+        if striped:
+            return _Shape(whole.slope, constant, fixed_per_pixel + 3 * cost.layer_per_pixel,
+                          constant + cost.per_pixel * min_stripe)
+        return whole
+    if tiling == "tiles":
+        slope = fixed_per_pixel + 3 * image_copy
+        return _Shape(slope, constant + cost.per_tile * min(batch, count), slope, constant + cost.per_tile)
+    slope = fixed_per_pixel + 2 * image_copy
+    return _Shape(slope, constant + cost.per_tile, slope, constant + cost.per_tile)
 
 
 def plan_memory(
@@ -290,14 +319,19 @@ def plan_memory(
         tiling: ``"fullconv"``, ``"tiles"`` or ``"downscale"``.
         size: ``(H, W)`` of the largest octave.
         channels: image channels.
-        octave_scale: pyramid ratio (smaller octaves are kept too).
+        octave_scale: pyramid ratio (smaller octaves are kept too; ``math.inf``: no pyramid).
         tile_batch: requested tiles per chunk (lowered to fit).
         budget: bytes the dream may use (``None``: unknown — no stripes are forced,
             nothing is refused).
         geometry: the stripe geometry (:func:`convscope.dream.tiling.stripe_plan`),
             ``None`` when ``fullconv`` cannot be striped.
-        extra_per_pixel: bytes per pixel the caller keeps besides (a colour photo).
+        extra_per_pixel: bytes per pixel the caller keeps besides (the colour photo).
         cost: a measured :class:`ActivationCost` (measured here when ``None``).
+
+    Returns:
+        The :class:`MemoryPlan`; when it does not fit, its ``advice`` names the
+        estimate, the budget, the largest photo that fits with this tiling and the
+        other tilings that would fit.
     """
     from convscope.dream.tiling import model_input_size
 
@@ -306,59 +340,52 @@ def plan_memory(
     input_size = model_input_size(model)
     if cost is None:
         cost = activation_cost(model, objective, channels, input_size)
-    fixed = _fixed_bytes(height, width, channels, octave_scale, model, extra_per_pixel)
-    image_copy = 4 * channels * pixels
-    stripe_pixels: int | None = None
+    fixed_per_pixel = _per_pixel_fixed(channels, octave_scale, extra_per_pixel)
+    constant = 2.0 * sum(p.numel() * p.element_size() for p in model.parameters())
     batch = max(1, int(tile_batch))
-    if tiling == "fullconv":
-        whole = fixed + cost.per_pixel * pixels
-        estimate = whole
-        if budget is not None and whole > budget and geometry is not None:
-            keep = fixed + 3 * cost.layer_per_pixel * pixels
-            room = budget - keep
-            minimum = (getattr(geometry, "field", 1) + getattr(geometry, "jump", 1)) * width
-            if room > 0 and cost.per_pixel > 0 and room / cost.per_pixel >= minimum:
-                stripe_pixels = int(room / cost.per_pixel)
+    count = max(1, (height // input_size[0]) * (width // input_size[1]))
+    min_stripe = float((getattr(geometry, "field", 1) + getattr(geometry, "jump", 1)) * width)
+
+    def shape(name: str) -> _Shape | None:
+        return _shape(name, channels, fixed_per_pixel, constant, cost, name == "fullconv" and geometry is not None,
+                      batch, count, min_stripe)
+
+    chosen = shape(tiling)
+    assert chosen is not None, "fullconv needs an objective in conv/pool layers (check_tiling says so first)"
+    whole = chosen.base + chosen.slope * pixels
+    estimate = whole
+    stripe_pixels: int | None = None
+    if budget is not None and whole > budget:
+        estimate = chosen.least_base + chosen.least_slope * pixels
+        if estimate <= budget:
+            if tiling == "fullconv":
+                keep = constant + (fixed_per_pixel + 3 * cost.layer_per_pixel) * pixels
+                stripe_pixels = int((budget - keep) / cost.per_pixel)
                 estimate = keep + cost.per_pixel * stripe_pixels
-            else:
-                estimate = keep + cost.per_pixel * minimum
-        # the largest photo that fits: striped, only the kept layer output grows with it
-        per_pixel = fixed / pixels + (3 * cost.layer_per_pixel if geometry is not None else cost.per_pixel)
-    elif tiling == "tiles":
-        tile_pixels = input_size[0] * input_size[1]
-        count = max(1, (height // input_size[0]) * (width // input_size[1]))
-        fixed += 3 * image_copy
-        whole = fixed + cost.per_tile * min(batch, count)
-        estimate = whole
-        if budget is not None and whole > budget:
-            fitting = int((budget - fixed) // cost.per_tile) if budget > fixed else 0
-            if fitting >= 1:
-                batch = min(batch, fitting)
-                estimate = fixed + cost.per_tile * min(batch, count)
-            else:
-                estimate = fixed + cost.per_tile
-        per_pixel = fixed / pixels + cost.per_tile / tile_pixels / max(1, count)
-    else:
-        fixed += 2 * image_copy
-        whole = estimate = fixed + cost.per_tile
-        per_pixel = fixed / pixels
+            elif tiling == "tiles":
+                batch = max(1, min(batch, int((budget - (constant + chosen.slope * pixels)) // max(cost.per_tile, 1.0))))
+                estimate = constant + chosen.slope * pixels + cost.per_tile * min(batch, count)
     fits = budget is None or estimate <= budget
     advice = ""
     if not fits:
         assert budget is not None
-        largest = max(0.0, (budget - 2 * sum(p.numel() * p.element_size() for p in model.parameters())) / max(per_pixel, 1e-9))
+        largest = max(0.0, (budget - chosen.least_base) / max(chosen.least_slope, 1e-9))
         ratio = math.sqrt(largest / pixels) if pixels else 0.0
         fit_w, fit_h = int(width * ratio), int(height * ratio)
+        ways = []
         if fit_w >= input_size[1] and fit_h >= input_size[0]:
-            smaller = f"a photo of at most about {fit_w}x{fit_h} pixels"
+            ways.append(f"a photo of at most about {fit_w}x{fit_h} pixels")
         else:
-            smaller = "a smaller photo"
-        others = [name for name in ("tiles", "downscale") if name != tiling]
+            ways.append("a much smaller photo")
+        for other in ("fullconv", "tiles", "downscale"):
+            alternative = shape(other) if other != tiling else None
+            if alternative is not None and alternative.least_base + alternative.least_slope * pixels <= budget:
+                ways.append(f"--tiling {other}")
+        ways.append("a larger budget (--memory-limit GB) on a machine with more free memory")
         advice = (
             f"this dream ({tiling} on {width}x{height} pixels, '{_short(objective.name)}') needs about "
-            f"{gib(estimate)} of memory, but only about {gib(budget)} is available to it: use {smaller}, "
-            f"--tiling {' or --tiling '.join(others)}, an objective in an earlier layer, or a larger budget "
-            "(--memory-limit GB, on a machine with that much free memory)"
+            f"{gib(estimate)} of memory, but only about {gib(budget)} is available to it: use "
+            + ", ".join(ways[:-1]) + f" or {ways[-1]}"
         )
     return MemoryPlan(
         tiling=tiling, height=height, width=width, channels=channels, estimate_bytes=int(estimate),

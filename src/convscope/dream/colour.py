@@ -148,6 +148,10 @@ def dream_colour(
     luminance, chroma = split_luminance(photo)
     result = dream(luminance)
     dreamed = result.image.to(torch.float32).cpu()
+    if dreamed.ndim == 3:  # an RGB model dreamed the luminance repeated in three channels
+        image, dreamed_luminance, clipped = _rgb_out(dreamed, color, tone)
+        return ColourDream(image=image, luminance=dreamed_luminance, clipped_fraction=clipped, result=result,
+                           dreamed=dreamed)
     out = merge_luminance(dreamed, chroma, color, tone)
     toned = soft_clip(dreamed) if tone == "soft" else dreamed
     floats = toned if chroma is None or color == "gray" else ycbcr_to_rgb(torch.cat([toned[..., None], chroma], dim=-1))

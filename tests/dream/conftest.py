@@ -22,3 +22,13 @@ def small_gray(small_photo) -> torch.Tensor:
     from convscope.dream import split_luminance
 
     return split_luminance(torch.from_numpy(small_photo.copy()))[0]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Dream tests run small images: one PyTorch thread (two OpenMP threads spin-wait
+    for each other on the busy 2-core test machine and were measured many times slower)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -119,3 +119,25 @@ def test_a_failed_write_leaves_no_half_written_file(tmp_path: Path, photo_file: 
     assert (out / "dream.png").read_bytes() == b"previous result"  # untouched, not half-overwritten
     assert sorted(p.name for p in out.iterdir()) == ["dream.png"]  # no temp files left behind
     assert out / "dream.png" in opened  # the CLI wrote through convscope.io's atomic writer
+
+
+def test_a_model_file_with_fixed_preprocessing_dreams_in_its_own_space(tmp_path: Path, photo_file: Path) -> None:
+    """A gray model whose spec says 'unit' (pixels ÷ 255): the dream is clipped to the
+    valid pixel range in that space instead of re-standardised, through the CLI."""
+    import copy
+
+    from convscope.models import load_model, save_model
+    from convscope.models.files import default_config
+
+    model = copy.deepcopy(load_model(None))
+    save_model(model, tmp_path / "unit_model", default_config(model, preprocessing="unit", name="unit-model"))
+    out = tmp_path / "out"
+    result = _run([str(photo_file), "--model", str(tmp_path / "unit_model.json"), "--octaves", "2", "--steps", "3",
+                   "--step-size", "0.2", "--color", "gray", "--tone", "clip", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["model"] == "unit-model" and summary["space"]["preprocessing"] == "unit"
+    assert summary["space"]["keep_in_range"].startswith("clip")
+    assert summary["objective_after"] > summary["objective_before"]
+    assert summary["clipped_fraction"] == 0.0
+    assert sorted(p.name for p in out.iterdir()) == ["dream.json", "dream.png", "dream_comparison.png", "dream_values.png"]

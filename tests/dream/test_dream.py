@@ -92,7 +92,6 @@ def test_stretch_maps_percentiles_to_the_8_bit_range() -> None:
 
 
 def test_a_guide_pulls_the_dream_toward_its_features(shipped_model, small_gray, test_split) -> None:
-    from convscope.data.preprocess import standardize
     from convscope.dream import guided_objective
     from convscope.dream.guide import guide_vector
 

@@ -68,3 +68,18 @@ def test_missing_file_and_decompression_bomb(tmp_path: Path) -> None:
     Image.new("L", (100, 100)).save(small)
     with pytest.raises(PhotoError, match="decompression bomb"):
         read_photo(small, max_pixels=5_000)
+
+
+def test_a_float_image_with_nan_pixels_is_refused(tmp_path: Path) -> None:
+    """A 32-bit float TIFF with one NaN is not read as a black photo (issue 14)."""
+    data = np.linspace(0, 1, 40 * 50, dtype=np.float32).reshape(40, 50)
+    Image.fromarray(data, mode="F").save(tmp_path / "fine.tif")
+    assert read_photo(tmp_path / "fine.tif").std() > 50  # scaled to 0..255, not black
+    data[7, 9] = np.nan
+    Image.fromarray(data, mode="F").save(tmp_path / "nan.tif")
+    with pytest.raises(PhotoError, match="NaN or infinite"):
+        read_photo(tmp_path / "nan.tif")
+    data[7, 9] = np.inf
+    Image.fromarray(data, mode="F").save(tmp_path / "inf.tif")
+    with pytest.raises(PhotoError, match="NaN or infinite"):
+        read_photo(tmp_path / "inf.tif")

@@ -1,39 +1,21 @@
-"""``convscope dream`` — DeepDreams of real photos with the MNIST CNN."""
+"""``convscope dream`` — DeepDreams of real photos with any model.
+
+Thin: parse → load the model → read the photos → call :mod:`convscope.app.dream`
+inside the terminal progress → write the photos and the result → print.
+"""
 
 from __future__ import annotations
 
-import re
+import os
 import time
 from pathlib import Path
 
 import click
 
-from convscope.cli.common import device_option, echo_err, emit_json, fail, json_option, load_model_or_fail, model_option
+from convscope.cli.common import FiniteFloatRange, device_option, fail, json_option, load_model_or_fail, model_option
 
 
-def _check_objective_text(model, text: str):
-    """Parse and validate an objective against the model; one clear error if bad."""
-    from convscope.address import AddressError, resolve_address
-    from convscope.optvis.objectives import parse_objective
-
-    try:
-        objective = parse_objective(text)
-    except ValueError as exc:
-        fail(f"--objective {text!r}: {exc}")
-    for term in re.split(r"(?<![eE])[+-]", text):
-        term = term.strip()
-        if not term:
-            continue
-        if "*" in term:
-            term = term.split("*", 1)[1].strip()
-        try:
-            resolve_address(model, term)
-        except AddressError as exc:
-            fail(f"--objective {text!r}: {exc}")
-    return objective
-
-
-def _save_photo(path: Path, array) -> None:
+def _save_photo(path: Path, array) -> Path:
     from PIL import Image
 
     from convscope.io import save_image
@@ -41,7 +23,19 @@ def _save_photo(path: Path, array) -> None:
     image = Image.fromarray(array)
     if path.suffix.lower() in (".jpg", ".jpeg") and image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
-    save_image(path, image)
+    return save_image(path, image)
+
+
+def _check_writable(out_dir: Path) -> None:
+    """Stop before any work when ``out_dir`` cannot be created or written."""
+    folder = Path(out_dir).resolve()
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        fail(f"cannot write the results to {out_dir}: {probe} is a file, not a folder; choose another --out")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        fail(f"cannot write the results to {out_dir}: {probe} is not writable; choose another --out")
 
 
 @click.command()
@@ -49,23 +43,24 @@ def _save_photo(path: Path, array) -> None:
 @click.option(
     "--objective", "-o", "objective_text", default=None,
     help="What to dream: a map 'Conv2D_3:56', a layer 'Conv2D_3', or a weighted sum "
-    "'Conv2D_3 + 0.5*Conv2D_2:7'. Default: Conv2D_3:56 for carve, Conv2D_3 for octaves.",
+    "'Conv2D_3 + 0.5*Conv2D_2:7 - 1e-3*Conv2D_1'. Default for the shipped models: Conv2D_3:56 for carve, Conv2D_3 "
+    "for octaves; for other models the deepest layer with maps (carve: its strongest map on the photo).",
 )
 @click.option(
     "--mode", type=click.Choice(["octaves", "carve"]), default="octaves", show_default=True,
     help="octaves: full DeepDream (octaves, jitter, tiling). carve: the reference's single-map pattern "
-    "carving (28×28 OIP ascent, upscale, re-add the photo's detail).",
+    "carving (OIP ascent on the model's input size, upscale, re-add the photo's detail).",
 )
 @click.option(
     "--tiling", type=click.Choice(["fullconv", "tiles", "downscale"]), default="fullconv", show_default=True,
-    help="How the 28×28 model sees a big photo (octaves mode): fullconv = conv layers on the whole image "
-    "(no seams; objective must be in conv/pool layers); tiles = 28×28 tiles as a batch, randomly rolled "
-    "each step; downscale = squeeze the whole photo to 28×28 (the reference).",
+    help="How the fixed-size model sees a big photo (octaves mode): fullconv = the layers up to the objective's on "
+    "the whole image (no seams; objective must be in conv/pool layers); tiles = input-size tiles as a batch, randomly "
+    "rolled each step; downscale = squeeze the whole photo to the model's input size (the reference).",
 )
 @click.option("--octaves", type=click.IntRange(1), default=4, show_default=True, help="Number of scales (octaves mode).")
 @click.option(
-    "--octave-scale", type=click.FloatRange(min=1.0, min_open=True), default=1.4, show_default=True,
-    help="Size ratio between neighbouring octaves. An octave is never smaller than 28×28.",
+    "--octave-scale", type=FiniteFloatRange(min=1.0, min_open=True), default=1.4, show_default=True,
+    help="Size ratio between neighbouring octaves. An octave is never smaller than the model's input.",
 )
 @click.option(
     "--steps", type=click.IntRange(0), default=None,
@@ -73,14 +68,15 @@ def _save_photo(path: Path, array) -> None:
 )
 @click.option("--rounds", type=click.IntRange(1), default=4, show_default=True, help="Carve mode: downscale/ascent/upscale loops.")
 @click.option(
-    "--step-size", type=click.FloatRange(min=0, min_open=True), default=None,
-    help="Step along the unit-RMS gradient, in standardised units: default 0.05 (octaves; 0.1 for a stronger dream), 0.01 (carve, as the reference).",
+    "--step-size", type=FiniteFloatRange(min=0, min_open=True), default=None,
+    help="Step along the unit-RMS gradient, in units of the image's standard deviation in the model's input space: "
+    "default 0.05 (octaves; 0.1 for a stronger dream), 0.01 (carve, as the reference).",
 )
-@click.option("--jitter", type=click.IntRange(0), default=None, help="Largest random roll per step in pixels (default: 28, less on small images).")
-@click.option("--seed", default=0, show_default=True, help="Seed for the random rolls.")
+@click.option("--jitter", type=click.IntRange(0), default=None, help="Largest random roll per step in pixels (default: one model input, less on small images).")
+@click.option("--seed", type=click.IntRange(0, 2**62), default=0, show_default=True, help="Seed for the random rolls.")
 @click.option(
     "--color", "color", type=click.Choice(["luminance", "gray"]), default="luminance", show_default=True,
-    help="luminance: dream on brightness and keep the photo's colours; gray: a gray dream.",
+    help="luminance: keep the photo's colours (a gray model dreams on brightness; an RGB model in colour); gray: a gray dream.",
 )
 @click.option(
     "--tone", type=click.Choice(["soft", "clip"]), default="soft", show_default=True,
@@ -88,9 +84,14 @@ def _save_photo(path: Path, array) -> None:
 )
 @click.option("--guide", type=click.Path(path_type=Path), default=None, help="Dream toward the features of this image (in the objective's layer).")
 @click.option("--zoom-frames", type=click.IntRange(0), default=0, show_default=True, help="Also write a zoom sequence of N frames (PNG).")
-@click.option("--zoom", type=click.FloatRange(min=1.0, min_open=True), default=1.05, show_default=True, help="Magnification per zoom frame.")
+@click.option("--zoom", type=FiniteFloatRange(min=1.0, min_open=True), default=1.05, show_default=True, help="Magnification per zoom frame.")
 @click.option("--format", "image_format", type=click.Choice(["png", "jpg"]), default="png", show_default=True, help="Output image format (8-bit).")
-@click.option("--tile-batch", type=click.IntRange(1), default=512, show_default=True, help="Tiles per forward pass (memory bound for --tiling tiles).")
+@click.option("--tile-batch", type=click.IntRange(1), default=512, show_default=True, help="Tiles per forward pass (memory bound for --tiling tiles; lowered to fit the memory budget).")
+@click.option(
+    "--memory-limit", type=FiniteFloatRange(min=0, min_open=True), default=None, metavar="GB",
+    help="Memory the dream may use, in GB (default: 80 % of the free memory). The dream is estimated before it "
+    "starts: fullconv runs in stripes and tiles in smaller chunks to fit, or it stops at once with what to change.",
+)
 @click.option("--bf16", is_flag=True, help="Run the model in bfloat16 autocast (faster on recent CPUs/GPUs).")
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("convscope-out/dream"), show_default=True,
@@ -102,15 +103,17 @@ def _save_photo(path: Path, array) -> None:
 def dream(
     image: Path | None, objective_text: str | None, mode: str, tiling: str, octaves: int, octave_scale: float,
     steps: int | None, rounds: int, step_size: float | None, jitter: int | None, seed: int, color: str, tone: str,
-    guide: Path | None, zoom_frames: int, zoom: float, image_format: str, tile_batch: int, bf16: bool,
-    out_dir: Path, model_path: Path | None, device: str, as_json: bool,
+    guide: Path | None, zoom_frames: int, zoom: float, image_format: str, tile_batch: int, memory_limit: float | None,
+    bf16: bool, out_dir: Path, model_path: Path | None, device: str, as_json: bool,
 ) -> None:
-    """Dream a photo with the MNIST CNN: its pen-stroke features grow into the picture.
+    """Dream a photo with a model: its features grow into the picture.
 
     IMAGE is any PNG/JPEG (default: the Grace Hopper photo that ships with
-    matplotlib, so this works offline). The dream keeps the photo's size and,
-    with --color luminance, its colours. Writes OUT/dream.png (or .jpg),
-    OUT/dream.json (settings and objective before/after), carve mode also
+    matplotlib, so this works offline). A gray model dreams on the photo's
+    brightness and keeps its colours (--color luminance); an RGB model dreams in
+    colour. The dream keeps the photo's size. Writes OUT/dream.png (or .jpg),
+    OUT/dream.json (settings and objective before/after), octaves mode also
+    OUT/dream_comparison.png and OUT/dream_values.png, carve mode
     OUT/carve_panels.png (the reference's panels), and with --zoom-frames
     OUT/frames/frame_NNNN.png. Files are written only when the dream is done.
 
@@ -122,131 +125,71 @@ def dream(
       convscope dream --mode carve --objective Conv2D_3:56  # the reference's first experiment
       convscope dream photo.jpg --guide other.jpg --zoom-frames 20
     """
-    import numpy as np
-    import torch
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from convscope.dream import TilingError, carve, deep_dream, dream_colour, guided_objective
-    from convscope.dream import zoom_frames as make_zoom_frames
-    from convscope.dream.colour import merge_luminance, split_luminance
-    from convscope.dream.octaves import zoom_centre
-    from convscope.io import save_figure, write_json
+    from convscope.app.dream import carve_photo, dream_photo
+    from convscope.cli.output import finish, terminal_progress, write_result
+    from convscope.optvis.core import Cancelled
     from convscope.photos import PhotoError, default_photo_path, read_photo
 
     model = load_model_or_fail(model_path, device)
-    if objective_text is None:
-        objective_text = "Conv2D_3:56" if mode == "carve" else "Conv2D_3"
-    objective = _check_objective_text(model, objective_text)
     if mode == "carve" and (guide is not None or zoom_frames):
         fail("--guide and --zoom-frames work with --mode octaves, not carve")
-
     photo_path = image if image is not None else default_photo_path()
     try:
         photo = read_photo(photo_path)
-        guide_photo = read_photo(guide, gray=True) if guide is not None else None
+        guide_photo = read_photo(guide) if guide is not None else None
     except PhotoError as exc:
         fail(str(exc))
-    height, width = photo.shape[:2]
-    if height < 28 or width < 28:
-        fail(f"{photo_path} is {width}x{height} pixels; the model needs at least 28x28")
+    _check_writable(out_dir)
 
-    steps = steps if steps is not None else (150 if mode == "carve" else 10)
-    step_size = step_size if step_size is not None else (0.01 if mode == "carve" else 0.05)
-    console = Console(stderr=True)
-    photo_tensor = torch.from_numpy(np.array(photo, copy=True))
-    started = time.perf_counter()
-
-    try:
-        if guide_photo is not None:
-            objective = guided_objective(model, torch.from_numpy(np.array(guide_photo, copy=True)).float(), objective, tiling)
-        options = dict(
-            tiling=tiling, octaves=octaves, octave_scale=octave_scale, steps=steps, step_size=step_size,
-            jitter=jitter, seed=seed, tile_batch=tile_batch, bfloat16=bf16,
-        )
-        with Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=True, disable=not console.is_terminal,
-        ) as bar:
-            task = bar.add_task(f"dream {mode}", total=None)
-
-            def progress(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
-
+    with terminal_progress(disable=as_json) as progress:
+        try:
             if mode == "carve":
-                dreamed = dream_colour(
-                    lambda y: carve(model, objective, y, rounds=rounds, epochs=steps, epsilon=step_size, progress=progress),
-                    photo_tensor, color=color, tone=tone,
+                result = carve_photo(
+                    model, photo, objective=objective_text, rounds=rounds, steps=150 if steps is None else steps,
+                    step_size=0.01 if step_size is None else step_size, color=color, tone=tone,
+                    memory_limit=memory_limit, source=str(photo_path), progress=progress,
                 )
             else:
-                dreamed = dream_colour(
-                    lambda y: deep_dream(model, objective, y, progress=progress, **options), photo_tensor, color=color,
-                    tone=tone,
+                result = dream_photo(
+                    model, photo, objective=objective_text, tiling=tiling, octaves=octaves, octave_scale=octave_scale,
+                    steps=10 if steps is None else steps, step_size=0.05 if step_size is None else step_size,
+                    jitter=jitter, seed=seed, color=color, tone=tone, guide=guide_photo, zoom_frames=zoom_frames,
+                    zoom=zoom, tile_batch=tile_batch, bfloat16=bf16, memory_limit=memory_limit,
+                    source=str(photo_path), guide_source=None if guide is None else str(guide), progress=progress,
                 )
-            frames = []
-            if zoom_frames:
-                bar.update(task, description="zoom frames", completed=0)
-                luminance, chroma = split_luminance(photo_tensor)
-                # frame 0 is the dream itself (same seed), then zoom in and dream again
-                zoomed = make_zoom_frames(
-                    model, objective, luminance, zoom_frames, zoom=zoom, progress=progress, seed=seed,
-                    **{k: v for k, v in options.items() if k != "seed"},
-                )
-                # The colours zoom with the frames: frame i shows the centre magnified zoom**i.
-                frames = [
-                    merge_luminance(
-                        frame.cpu(), None if chroma is None else zoom_centre(chroma, zoom**index), color, tone
-                    ).numpy()
-                    for index, frame in enumerate(zoomed)
-                ]
-    except (TilingError, ValueError) as exc:
-        fail(str(exc))
-    seconds = time.perf_counter() - started
+        except Cancelled:
+            fail("cancelled; nothing was written")
+        except ValueError as exc:
+            fail(str(exc))
 
-    # Everything is computed; now write (each file atomically).
-    result = dreamed.result
+    # Everything is computed; now write (each file atomically, the JSON last).
     out_dir = Path(out_dir)
-    files = {}
+    started = time.time()
+    photos: list[Path] = []
     try:
-        dream_file = out_dir / f"dream.{image_format}"
-        _save_photo(dream_file, dreamed.image.numpy())
-        files["dream"] = str(dream_file)
-        if mode == "carve":
-            from convscope.render.dream import carve_panels
+        # the dream in --format; zoom frames are always PNG
+        for stem, pixels in result.images().items():
+            photos.append(_save_photo(out_dir / f"{stem}.{image_format if stem == 'dream' else 'png'}", pixels))
+        written = write_result(result, out_dir, arrays=False)
+    except (OSError, MemoryError, ValueError, RuntimeError) as exc:
+        candidates = [*photos, *(out_dir / f"{stem}.png" for stem in result.figures()), out_dir / f"{result.kind}.json"]
+        _remove_new(candidates, started)
+        reason = "out of memory" if isinstance(exc, MemoryError) else f"{type(exc).__name__}: {exc}" if not isinstance(exc, OSError) else str(exc)
+        fail(f"cannot write the results to {out_dir}: {reason}; nothing of this run was kept")
+    finish(result, photos + written, as_json)
 
-            panels = out_dir / "carve_panels.png"
-            save_figure(panels, carve_panels(result, photo))
-            files["panels"] = str(panels)
-        for index, frame in enumerate(frames):
-            frame_file = out_dir / "frames" / f"frame_{index:04d}.png"
-            _save_photo(frame_file, frame)
-        if frames:
-            files["frames"] = str(out_dir / "frames")
-        summary = {
-            "image": str(photo_path),
-            "mode": mode,
-            "color": color,
-            "tone": tone,
-            "guide": str(guide) if guide is not None else None,
-            **result.to_dict(),
-            "width": width,
-            "height": height,
-            "seconds": round(seconds, 2),
-            "clipped_fraction": dreamed.clipped_fraction,
-            "zoom_frames": len(frames),
-            "files": files,
-        }
-        write_json(out_dir / "dream.json", summary)
-    except OSError as exc:
-        fail(f"cannot write the results to {out_dir}: {exc}")
-    if as_json:
-        emit_json(summary)
-        return
-    for note in result.notes:
-        echo_err(f"note: {note}")
-    click.echo(
-        f"dreamed {photo_path.name} ({width}x{height}) with {result.parameters.get('objective')} "
-        f"[{mode}{'' if mode == 'carve' else ', ' + tiling}] in {seconds:.1f} s: objective "
-        f"{result.objective_before:.4g} -> {result.objective_after:.4g}"
-    )
-    click.echo(f"wrote {', '.join(files.values())} and {out_dir / 'dream.json'}")
+
+def _remove_new(paths: list[Path], since: float) -> None:
+    """Remove the files of ``paths`` written since ``since`` (a run's partial set)."""
+    for path in paths:
+        try:
+            if path.is_file() and path.stat().st_mtime >= since - 1:
+                path.unlink()
+        except OSError:
+            pass
+    for folder in {path.parent for path in paths}:
+        try:
+            if folder.name == "frames" and not any(folder.iterdir()):
+                folder.rmdir()
+        except OSError:
+            pass

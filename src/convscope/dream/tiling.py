@@ -1,45 +1,52 @@
-"""Three ways to apply a fixed-input-size model (28×28) to a large image.
+"""Three ways to apply a fixed-input-size model (its spec's ``H × W``, 28×28 for the
+MNIST models) to a large image.
 
 Every way returns the objective's value and its gradient with respect to the
-whole image ``(1, 1, H, W)``:
+whole image ``(1, C, H, W)`` (gray or colour, in the model's input space):
 
 * ``"downscale"`` — the reference: resize the whole image to the model's input
   size (bicubic, antialiased) and run the full model on it; the gradient flows
   back through the resize. Dream patterns appear at the scale of the image.
-* ``"tiles"`` — cut the image into input-size tiles (28×28), feed them as one
-  batch (in bounded chunks, so a 4000×3000 photo works), sum the gradients back
-  into place. The caller rolls the image randomly each step, so the seams move
-  and do not persist. Works for any objective (dense layers, logits too).
-* ``"fullconv"`` — run only the convolutional/pool layers on the whole image
-  (the :class:`~convscope.probe.Probe` stops the forward pass at the objective's
-  deepest layer): no tiles, no seams, one pass. Valid only when every layer the
-  objective reads is a conv/pool layer (its output has maps); otherwise
-  :class:`TilingError` says so.
+* ``"tiles"`` — cut the image into input-size tiles, feed them as one batch (in
+  bounded chunks, so a 4000×3000 photo works), sum the gradients back into place.
+  The caller rolls the image randomly each step, so the seams move and do not
+  persist. Works for any objective (dense layers, logits too).
+* ``"fullconv"`` — run only the layers up to the objective's deepest one on the
+  whole image (the :class:`~convscope.probe.Probe` stops the forward pass there):
+  no tiles, no seams, one pass. Valid only when every layer the objective reads
+  is a conv/pool layer (its output has maps); otherwise :class:`TilingError` says
+  so. Large images run in exact horizontal stripes when the layers before the
+  objective's are convolutions, poolings and pointwise modules (any padding,
+  stride, dilation; checked numerically once per model and layer).
 
 All three feed the image as it is: the caller keeps the image in the model's
-preprocessed (per-image standardised) space.
+preprocessed space (:mod:`convscope.dream.space`).
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convscope.address import PSEUDO_LAYERS, layer_output_shapes
+from convscope.address import PSEUDO_LAYERS, canonical_layer, find_module, layer_output_shapes
 from convscope.optvis.objectives import Objective
 from convscope.probe import Probe
+from convscope.spec import spec_of
 
 TILINGS = ("downscale", "tiles", "fullconv")
 
-#: default number of 28×28 tiles per forward/backward chunk (≈ 60 MB of activations
-#: for Model A); bounds memory for very large photos.
+#: default number of input-size tiles per forward/backward chunk (≈ 60 MB of
+#: activations for Model A); bounds memory for very large photos (the dream's memory
+#: plan lowers it where a budget requires: :mod:`convscope.dream.memory`).
 DEFAULT_TILE_BATCH = 512
 
-#: fullconv runs images with more pixels than this in horizontal stripes (exact,
-#: see :func:`_striped_fullconv`); ≈ 800 MB of activations per stripe for Model A.
+#: fullconv called directly runs images with more pixels than this in horizontal
+#: stripes (exact, see :func:`_striped_fullconv`); ≈ 800 MB of activations per stripe
+#: for Model A. A dream chooses its stripes from its memory plan instead.
 DEFAULT_STRIPE_PIXELS = 1_048_576
 
 
@@ -48,9 +55,12 @@ class TilingError(ValueError):
 
 
 def model_input_size(model: nn.Module) -> tuple[int, int]:
-    """``(H, W)`` of the model's input (28×28 for the MNIST models)."""
-    shape = tuple(getattr(model, "input_shape", (1, 28, 28)))
-    return int(shape[-2]), int(shape[-1])
+    """``(H, W)`` of the model's input, from its spec (28×28 for the MNIST models).
+
+    Raises:
+        SpecError: the model has no spec (:func:`convscope.wrap` attaches one).
+    """
+    return spec_of(model).size
 
 
 def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -78,7 +88,10 @@ def check_tiling(model: nn.Module, objective: Objective, tiling: str) -> None:
     if not objective.layers:
         return
     shapes = layer_output_shapes(model)
-    dense = [name for name in objective.layers if name in PSEUDO_LAYERS or len(shapes.get(name, ())) != 3]
+    dense = [
+        name for name in objective.layers
+        if name in PSEUDO_LAYERS or len(shapes.get(canonical_layer(model, name), ())) != 3
+    ]
     if dense:
         conv = [name for name, shape in shapes.items() if len(shape) == 3 and "." not in name]
         raise TilingError(
@@ -133,45 +146,163 @@ def from_tiles(tiles: torch.Tensor, grid: TileGrid, height: int, width: int) -> 
 
 @dataclass(frozen=True)
 class _Geometry:
-    """Vertical geometry of a valid-padding conv/pool stack up to one layer:
-    output row ``o`` sees input rows ``[o·jump, o·jump + field)``."""
+    """Vertical geometry of a conv/pool stack up to one layer: output row ``o``
+    depends on input rows ``[o·jump + start, o·jump + start + field)`` (``start`` < 0
+    with padding: the rows above the image are padding).
+
+    ``kernels`` holds ``(kernel, stride, padding, dilation)`` per spatial layer, for
+    output sizes."""
 
     jump: int
     field: int
-    kernels: tuple[tuple[int, int], ...]  # (kernel, stride) per layer, for output sizes
+    kernels: tuple[tuple[int, int, int, int], ...]
+    start: int = 0
 
     def output_rows(self, rows: int) -> int:
-        for kernel, stride in self.kernels:
-            rows = (rows - kernel) // stride + 1
+        for kernel, stride, padding, dilation in self.kernels:
+            rows = (rows + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
         return rows
 
 
-def _geometry(model: nn.Module, layer: str) -> _Geometry | None:
-    """Geometry up to ``layer`` when every layer before it is a valid-padding
-    conv / max-pool (or an element-wise module); ``None`` otherwise."""
-    top = layer.split(".")[0]
-    jump, field, kernels = 1, 1, []
-    for name, child in model.named_children():
-        leaves = [m for m in child.modules() if not any(True for _ in m.children())]
-        for module in leaves:  # registration order = forward order in convscope's blocks
-            if isinstance(module, nn.Conv2d):
-                k, st, pad, dil = module.kernel_size[0], module.stride[0], module.padding, module.dilation[0]
-                if isinstance(pad, str) and pad != "valid" or not isinstance(pad, str) and any(pad) or dil != 1:
-                    return None
-            elif isinstance(module, nn.MaxPool2d):
-                k, st = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
-                if _pair(module.padding) != 0 or _pair(module.dilation) != 1 or module.ceil_mode:
-                    return None
-            elif isinstance(module, (nn.ReLU, nn.Identity, nn.Dropout, nn.LeakyReLU, nn.Tanh, nn.Sigmoid)):
-                k, st = 1, 1
-            else:
-                return None
-            field += (k - 1) * jump
-            jump *= st
-            kernels.append((k, st))
-        if name == top:
-            return _Geometry(jump, field, tuple(kernels))
+class _Reached(BaseException):
+    """Stops the geometry trace's forward pass at the layer (a BaseException, so a
+    model's own ``except Exception`` cannot swallow it)."""
+
+
+#: Modules that act on every pixel on its own (in eval mode): they leave the geometry alone.
+_POINTWISE = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid,
+    nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Identity, nn.Dropout, nn.Dropout2d,
+    nn.BatchNorm2d,
+)
+
+_GEOMETRY_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[str, _Geometry | None]]" = weakref.WeakKeyDictionary()
+
+
+def _called_leaves(model: nn.Module, layer: str) -> list[nn.Module] | None:
+    """The leaf modules the forward pass calls before ``layer``'s output is complete,
+    in call order (one forward pass on zeros of the spec's input shape)."""
+    target = find_module(model, layer)
+    calls: list[nn.Module] = []
+
+    def hook(module: nn.Module, _inputs: object, _output: object) -> None:
+        if next(module.children(), None) is None:
+            calls.append(module)
+        if module is target:
+            raise _Reached
+
+    handles = [module.register_forward_hook(hook) for module in model.modules()]
+    shape = spec_of(model).input_shape
+    try:
+        parameter = next(model.parameters(), None)
+        zeros = torch.zeros((1, *shape), device=parameter.device if parameter is not None else None)
+        with torch.no_grad():
+            model(zeros)
+    except _Reached:
+        return calls
+    except Exception:  # noqa: BLE001 - any failure: no geometry, the caller runs the whole image
+        return None
+    finally:
+        for handle in handles:
+            handle.remove()
     return None
+
+
+def _row_parameters(module: nn.Module) -> tuple[int, int, int, int] | None:
+    """``(kernel, stride, padding, dilation)`` along rows for a conv/pool module,
+    ``(1, 1, 0, 1)`` for a pointwise module, ``None`` for anything else."""
+    if isinstance(module, nn.Conv2d):
+        kernel, stride, dilation = module.kernel_size[0], module.stride[0], module.dilation[0]
+        padding = module.padding
+        if isinstance(padding, str):
+            padding = 0 if padding == "valid" else (dilation * (kernel - 1)) // 2
+        else:
+            padding = padding[0]
+        return kernel, stride, padding, dilation
+    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        if module.ceil_mode:
+            return None
+        kernel = _pair(module.kernel_size)
+        stride = _pair(module.stride or module.kernel_size)
+        dilation = _pair(getattr(module, "dilation", 1))
+        return kernel, stride, _pair(module.padding), dilation
+    if isinstance(module, _POINTWISE):
+        return 1, 1, 0, 1
+    return None
+
+
+def _geometry(model: nn.Module, layer: str) -> _Geometry | None:
+    """Row geometry up to ``layer`` when the modules the forward pass calls before it
+    are convolutions, poolings (any stride, padding, dilation) and pointwise
+    modules; checked numerically (:func:`_verify_stripes`). ``None`` when the model
+    cannot be cut into stripes exactly (the caller then runs the whole image)."""
+    cached = _GEOMETRY_CACHE.get(model)
+    if cached is not None and layer in cached:
+        return cached[layer]
+    geometry = _trace_geometry(model, layer)
+    if geometry is not None and not _verify_stripes(model, layer, geometry):
+        geometry = None
+    try:
+        _GEOMETRY_CACHE.setdefault(model, {})[layer] = geometry
+    except TypeError:  # not weakly referenceable: no cache
+        pass
+    return geometry
+
+
+def _trace_geometry(model: nn.Module, layer: str) -> _Geometry | None:
+    leaves = _called_leaves(model, layer)
+    if not leaves:
+        return None
+    jump, field, start, kernels = 1, 1, 0, []
+    for module in leaves:
+        parameters = _row_parameters(module)
+        if parameters is None:
+            return None
+        kernel, stride, padding, dilation = parameters
+        if (kernel, stride, padding, dilation) == (1, 1, 0, 1):
+            continue
+        start -= padding * jump
+        field += dilation * (kernel - 1) * jump
+        jump *= stride
+        kernels.append((kernel, stride, padding, dilation))
+    return _Geometry(jump, field, tuple(kernels), start)
+
+
+def _verify_stripes(model: nn.Module, layer: str, geometry: _Geometry) -> bool:
+    """Striped and whole-image outputs of ``layer`` agree on a random image (the
+    geometry cannot see functional operations in ``forward``; this check can)."""
+    spec = spec_of(model)
+    height = 3 * geometry.field + 8 * geometry.jump
+    width = max(spec.width, 2 * geometry.field)
+    parameter = next(model.parameters(), None)
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randn((1, spec.channels, height, width), generator=generator)
+    if parameter is not None:
+        image = image.to(parameter.device)
+    try:
+        stripes = _stripes(geometry, height, width, (geometry.field + geometry.jump) * width)
+        if len(stripes) < 3:
+            return False
+        with torch.no_grad(), Probe(model, [layer]) as probe:
+            whole = probe.run(image)[layer]
+            pieces = [_stripe_output(probe.run(image[..., a:b, :])[layer], geometry, s) for s in stripes
+                      for a, b in [(s[2], s[3])]]
+    except Exception:  # noqa: BLE001 - a model that cannot run on stripes is run whole
+        return False
+    if any(piece is None for piece in pieces) or whole.ndim != 4:
+        return False
+    joined = torch.cat(pieces, dim=2)  # type: ignore[arg-type]
+    scale = float(whole.abs().max()) or 1.0
+    return joined.shape == whole.shape and bool(torch.allclose(joined, whole, rtol=1e-4, atol=1e-5 * scale))
+
+
+def _stripe_output(output: torch.Tensor, geometry: _Geometry, stripe: tuple[int, int, int, int]) -> torch.Tensor | None:
+    """The rows ``[out_start, out_stop)`` of the full output, from the output of the
+    stripe's input rows (``None`` if the stripe did not produce them)."""
+    out_start, out_stop, in_start, _ = stripe
+    skip = out_start - in_start // geometry.jump
+    piece = output[:, :, skip : skip + out_stop - out_start]
+    return piece if piece.shape[2] == out_stop - out_start and skip >= 0 else None
 
 
 def _pair(value) -> int:
@@ -179,19 +310,33 @@ def _pair(value) -> int:
 
 
 def _stripes(geometry: _Geometry, height: int, width: int, budget: int) -> list[tuple[int, int, int, int]]:
-    """``[(out_start, out_stop, in_start, in_stop), ...]`` covering every output row once."""
+    """``[(out_start, out_stop, in_start, in_stop), ...]`` covering every output row
+    once; ``in_start`` is a multiple of the jump (so the stripe's rows line up with
+    the whole image's) and each stripe's input holds every row its outputs read."""
     total = geometry.output_rows(height)
     input_rows = max(geometry.field + geometry.jump, budget // max(1, width))
     per_stripe = max(1, (input_rows - geometry.field) // geometry.jump + 1)
     stripes = []
     for start in range(0, total, per_stripe):
         stop = min(total, start + per_stripe)
-        stripes.append((start, stop, start * geometry.jump, (stop - 1) * geometry.jump + geometry.field))
+        need_start = start * geometry.jump + geometry.start
+        need_stop = (stop - 1) * geometry.jump + geometry.start + geometry.field
+        in_start = max(0, (need_start // geometry.jump) * geometry.jump)
+        stripes.append((start, stop, in_start, min(height, need_stop)))
     return stripes
 
 
+def stripe_plan(model: nn.Module, objective: Objective) -> _Geometry | None:
+    """The row geometry that lets ``fullconv`` run ``objective`` in exact stripes,
+    or ``None`` (several layers, a dense layer, or a model that is not a conv/pool
+    stack up to the layer)."""
+    if len(objective.layers) != 1 or objective.layers[0] in PSEUDO_LAYERS:
+        return None
+    return _geometry(model, canonical_layer(model, objective.layers[0]))
+
+
 def _striped_fullconv(
-    model: nn.Module, objective: Objective, image: torch.Tensor, budget: int, need_gradient: bool
+    model: nn.Module, objective: Objective, image: torch.Tensor, budget: int | None, need_gradient: bool
 ) -> tuple[float, torch.Tensor | None] | None:
     """fullconv on a large image in horizontal stripes, with bounded memory and the
     exact result of one whole-image pass.
@@ -206,30 +351,36 @@ def _striped_fullconv(
     Returns ``None`` when the model/objective cannot be striped (the caller then
     runs the whole image at once).
     """
-    if len(objective.layers) != 1:
+    height, width = image.shape[-2:]
+    if budget is None or height * width <= budget:
+        return None
+    geometry = stripe_plan(model, objective)
+    if geometry is None:
         return None
     layer = objective.layers[0]
-    geometry = _geometry(model, layer)
-    height, width = image.shape[-2:]
-    if geometry is None or height * width <= budget:
-        return None
     stripes = _stripes(geometry, height, width, budget)
     if len(stripes) < 2:
         return None
     with torch.no_grad(), Probe(model, [layer]) as probe:
-        pieces = [probe.run(image[..., a:b, :])[layer] for _, _, a, b in stripes]
-    full = torch.cat(pieces, dim=2).float().requires_grad_(need_gradient)
+        pieces = [_stripe_output(probe.run(image[..., a:b, :])[layer], geometry, s) for s in stripes for a, b in [(s[2], s[3])]]
+    if any(piece is None for piece in pieces):
+        return None
+    full = torch.cat(pieces, dim=2).float().requires_grad_(need_gradient)  # type: ignore[arg-type]
+    del pieces
     x = image.detach().clone().requires_grad_(need_gradient)
     with torch.set_grad_enabled(need_gradient):
         score = objective.score({layer: full}, x).sum()
     if not need_gradient:
         return float(score), None
     grad_full, grad_x = torch.autograd.grad(score, [full, x], allow_unused=True)
+    del full
     grad = torch.zeros_like(image) if grad_x is None else grad_x.clone()
     with Probe(model, [layer]) as probe:
-        for out_start, out_stop, in_start, in_stop in stripes:
+        for stripe in stripes:
+            out_start, out_stop, in_start, in_stop = stripe
             crop = image[..., in_start:in_stop, :].detach().clone().requires_grad_(True)
-            out = probe.run(crop)[layer]
+            out = _stripe_output(probe.run(crop)[layer], geometry, stripe)
+            assert out is not None
             (crop_grad,) = torch.autograd.grad(out, crop, grad_outputs=grad_full[:, :, out_start:out_stop].to(out.dtype))
             grad[..., in_start:in_stop, :] += crop_grad.float()
     return float(score.detach()), grad
@@ -242,22 +393,23 @@ def objective_and_gradient(
     tiling: str,
     *,
     tile_batch: int = DEFAULT_TILE_BATCH,
-    stripe_pixels: int = DEFAULT_STRIPE_PIXELS,
+    stripe_pixels: int | None = DEFAULT_STRIPE_PIXELS,
 ) -> tuple[float, torch.Tensor]:
     """Objective value and its gradient for a whole image.
 
     Args:
         model: the network (eval mode; its parameters are not differentiated).
         objective: what to increase.
-        image: ``(1, 1, H, W)`` in the model's preprocessed space.
+        image: ``(1, C, H, W)`` in the model's preprocessed space.
         tiling: ``"downscale"``, ``"tiles"`` or ``"fullconv"`` (see module doc).
         tile_batch: tiles per forward/backward chunk (memory bound) for ``tiles``.
         stripe_pixels: ``fullconv`` runs larger images in exact horizontal stripes
-            of about this many pixels (memory bound; valid-padding conv stacks).
+            of about this many pixels (memory bound; conv/pool stacks up to the
+            objective's layer); ``None``: always the whole image at once.
 
     Returns:
         ``(value, gradient)``: the objective (for tiles, the mean over tiles) and
-        ``d value / d image`` of shape ``(1, 1, H, W)``.
+        ``d value / d image`` of shape ``(1, C, H, W)``.
     """
     check_tiling(model, objective, tiling)
     image = image.detach()
@@ -292,9 +444,15 @@ def objective_and_gradient(
 
 
 def evaluate(
-    model: nn.Module, objective: Objective, image: torch.Tensor, tiling: str, *, tile_batch: int = DEFAULT_TILE_BATCH
+    model: nn.Module,
+    objective: Objective,
+    image: torch.Tensor,
+    tiling: str,
+    *,
+    tile_batch: int = DEFAULT_TILE_BATCH,
+    stripe_pixels: int | None = DEFAULT_STRIPE_PIXELS,
 ) -> float:
-    """The objective's value on ``image`` ``(1, 1, H, W)`` under ``tiling`` (no gradient).
+    """The objective's value on ``image`` ``(1, C, H, W)`` under ``tiling`` (no gradient).
 
     For ``tiles`` it is the mean over four tile-grid offsets (0, ¼, ½, ¾ of a tile
     along the diagonal): the dream is optimised under random rolls, so a single
@@ -305,7 +463,7 @@ def evaluate(
         if tiling == "downscale":
             return float(objective(model, resize(image, model_input_size(model))).sum())
         if tiling == "fullconv":
-            striped = _striped_fullconv(model, objective, image, DEFAULT_STRIPE_PIXELS, need_gradient=False)
+            striped = _striped_fullconv(model, objective, image, stripe_pixels, need_gradient=False)
             return striped[0] if striped is not None else float(objective(model, image).sum())
         tile = model_input_size(model)
         grid = tile_grid(image.shape[-2], image.shape[-1], tile)

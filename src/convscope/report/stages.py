@@ -739,11 +739,12 @@ def carve_map_for(model: nn.Module, layer: str, photo: np.ndarray) -> int:
 
 def stage_dream(env: Env, params: dict, inputs: dict, progress: Task | None) -> Dream:
     """The default photo: the reference's single-map pattern carving (of the map that
-    responds most to the photo) and an octave DeepDream of the deepest conv layer."""
+    responds most to the photo) and an octave DeepDream of the deepest conv layer,
+    through :mod:`convscope.app.dream` (gray models dream on luminance, RGB models on
+    all three channels)."""
     from PIL import Image
 
-    from convscope.dream import carve, deep_dream, dream_colour
-    from convscope.optvis import objectives as obj
+    from convscope.app.dream import carve_photo, dream_photo
     from convscope.photos import DEFAULT_PHOTO, default_photo
     from convscope.spec import spec_of
 
@@ -754,28 +755,24 @@ def stage_dream(env: Env, params: dict, inputs: dict, progress: Task | None) -> 
     photo = np.array(Image.fromarray(photo).resize(new_size, Image.Resampling.BICUBIC))
     deepest = params["layer"]
     carve_map = carve_map_for(env.model, deepest, photo)
-    total = params["carve_rounds"] * params["carve_epochs"] + params["octaves"] * params["steps"]
-    gray = torch.as_tensor(np.array(Image.fromarray(photo).convert("L")), dtype=torch.float32)
-    carved = carve(env.model, obj.channel(f"{deepest}:{carve_map}"), gray, rounds=params["carve_rounds"],
-                   epochs=params["carve_epochs"], progress=lambda done, _t: _tick(progress, done, total))
-    offset = params["carve_rounds"] * params["carve_epochs"]
-    dreamed = dream_colour(
-        lambda y: deep_dream(env.model, obj.layer(deepest), y, tiling="fullconv", octaves=params["octaves"],
-                             steps=params["steps"], seed=params["seed"],
-                             progress=lambda done, _t: _tick(progress, offset + done, total)),
-        torch.as_tensor(photo),
-    )
+    inner = _inner_progress(progress)
+    carved = carve_photo(env.model, photo, objective=f"{deepest}:{carve_map}", rounds=params["carve_rounds"],
+                         steps=params["carve_epochs"], source=DEFAULT_PHOTO, progress=inner)
+    dreamed = dream_photo(env.model, photo, objective=deepest, tiling="fullconv", octaves=params["octaves"],
+                          steps=params["steps"], seed=params["seed"], source=DEFAULT_PHOTO, progress=inner)
+    engine = carved.engine
     out = Dream(photo=DEFAULT_PHOTO, size=[int(photo.shape[1]), int(photo.shape[0])],
                 carve={"map": f"{deepest}:{carve_map}", "chosen_by": "the strongest mean activation on the photo",
-                       **carved.to_dict()},
-                dream={"objective": deepest, **dreamed.result.to_dict(), "clipped_fraction": dreamed.clipped_fraction})
+                       **engine.to_dict()},
+                dream={"objective": deepest, **dreamed.engine.to_dict(), "clipped_fraction": dreamed.clipped_fraction})
     out.dream.pop("values", None)
+    out.carve.pop("round_losses", None)
     out.images["photo"] = img.jpeg_bytes(photo)
-    out.images["dream"] = img.jpeg_bytes(_np(dreamed.image).astype(np.uint8))
-    pattern = _np(carved.pattern)
+    out.images["dream"] = img.jpeg_bytes(np.asarray(dreamed.image, dtype=np.uint8))
+    pattern = _np(engine.pattern)
+    pattern = np.moveaxis(pattern, -1, 0) if pattern.ndim == 3 else pattern  # (h, w, 3) → (3, h, w)
     out.images["carve_pattern"] = img.input_png(pattern, OIP_CMAP, *OIP_SCALE)
-    out.images["carve_upscaled"] = img.jpeg_bytes(np.clip(_np(carved.upscaled), 0, 255).astype(np.uint8))
-    out.images["carve_final"] = img.jpeg_bytes(np.clip(_np(carved.adjusted), 0, 255).astype(np.uint8))
+    out.images["carve_final"] = img.jpeg_bytes(np.asarray(carved.image, dtype=np.uint8))
     return out
 
 

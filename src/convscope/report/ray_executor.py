@@ -257,8 +257,13 @@ def _mismatch(facts: dict[str, Any], expected: dict[str, str]) -> str:
     return ""
 
 
-def _error_text(exc: BaseException) -> str:
-    """The useful line of a Ray error (the remote exception's own message)."""
+def _error_text(exc: BaseException, limit: int = 300) -> str:
+    """The useful line of a Ray error (the remote exception's own message), at most ``limit`` characters."""
+    text = _error_line(exc)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _error_line(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None)
     if isinstance(cause, BaseException) and not type(cause).__module__.startswith("ray."):
         return f"{type(cause).__name__}: {cause}"

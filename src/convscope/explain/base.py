@@ -247,11 +247,14 @@ def _not_a_target(model: nn.Module, text: str) -> ValueError:
         return AddressError(f"target {shown!r} names a whole layer; pick a map or unit, e.g. '{text}:0' or a class")
     spec = _spec(model)
     names = list(spec.class_names) if spec is not None else []
-    listed = ", ".join(names[:12]) + (f", … ({len(names)} classes)" if len(names) > 12 else "")
-    classes = f"a class name ({listed}), " if names else ""
+    numbers = f"a class number 0..{len(names) - 1}" if names else "a class number"
+    if names and any(name != str(i) for i, name in enumerate(names)):
+        listed = ", ".join(names[:12]) + (f", … ({len(names)} classes)" if len(names) > 12 else "")
+        what = f"a class name ({listed}), {numbers}"
+    else:
+        what = numbers
     return AddressError(
-        f"target {shown!r} is neither {classes}a class number nor a map/unit address such as 'LAYER:MAP' "
-        "or 'LAYER:MAP@ROW,COL'"
+        f"target {shown!r} is neither {what} nor a map/unit address such as 'LAYER:MAP' or 'LAYER:MAP@ROW,COL'"
     )
 
 

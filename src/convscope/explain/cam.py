@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convscope.address import PSEUDO_LAYERS, AddressError, resolve_address
+from convscope.address import PSEUDO_LAYERS, AddressError, layer_output_shapes, resolve_address
 from convscope.explain.base import Attribution, TargetLike, _spec, eval_mode, target_scores
 from convscope.explain.gradients import GuidedBackprop
 from convscope.explain.registry import register_method
@@ -107,6 +107,14 @@ class GradCAM(Attribution):
         address = resolve_address(self.model, layer)
         if address.map_index is not None or address.layer in PSEUDO_LAYERS:
             raise AddressError(f"Grad-CAM needs a whole conv layer such as 'Conv2D_3'; got {layer!r}")
+        spec = _spec(self.model)
+        if spec is not None:  # refuse a layer without maps now, before any work
+            shape = layer_output_shapes(self.model).get(address.layer)
+            if shape is not None and len(shape) != 3:
+                raise AddressError(
+                    f"Grad-CAM needs a layer with maps (C, H, W); {address.layer} gives {tuple(shape)} per input "
+                    f"(the model's last conv layer with maps is {default_cam_layer(self.model)})"
+                )
         return address.layer
 
     @property

@@ -678,10 +678,13 @@ class SanityCheckResult(Result):
 
     def summary(self) -> list[str]:
         check = self.check
-        lines = [f"{'method':<16}" + "".join(f"{s:>11}" for s in ["trained", *(f"+{n}" for n in check.stages[1:])])]
+        labels = ["trained", *(f"+{n}" for n in check.stages[1:])]
+        widths = [max(11, len(label) + 2) for label in labels]
+        first = max(16, *(len(m) + 7 for m in check.methods))
+        lines = [f"{'method':<{first}}" + "".join(f"{s:>{w}}" for s, w in zip(labels, widths))]
         for method in check.methods:
-            lines.append(f"{method + ' ρ':<16}" + "".join(f"{v:>11.3f}" for v in check.spearman[method]))
-            lines.append(f"{method + ' SSIM':<16}" + "".join(f"{v:>11.3f}" for v in check.ssim[method]))
+            for name, values in ((" ρ", check.spearman[method]), (" SSIM", check.ssim[method])):
+                lines.append(f"{method + name:<{first}}" + "".join(f"{v:>{w}.3f}" for v, w in zip(values, widths)))
         lines.append(f"Spearman ρ of |attribution| and SSIM vs the trained model's map, mean over {len(self.sources)} "
                      "images; layers randomised cumulatively from the top.")
         return lines

@@ -116,15 +116,17 @@ def _default_image(split_length: int) -> str:
 
 
 def _writable_or_fail(out_dir: Path) -> None:
-    """Stop before any work when the output folder cannot be written."""
+    """Stop before any work when the output folder could not be written (nothing is
+    created here: a run that fails later leaves no empty folder behind)."""
     import os
 
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        fail(f"cannot create the output folder {out_dir}: {exc.strerror or exc}; choose another --out")
-    if not os.access(out_dir, os.W_OK):
-        fail(f"the output folder {out_dir} is not writable; choose another --out")
+    existing = out_dir.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        fail(f"cannot write into {out_dir}: {existing} is a file, not a folder; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(f"cannot write into {out_dir}: {existing} is not writable; choose another --out")
 
 
 @click.command()
@@ -252,5 +254,8 @@ def explain(
         fail("cancelled; nothing was written")
     except ValueError as exc:  # bad target / layer / option (AddressError, SpecError are ValueErrors)
         fail(str(exc))
-    written = write_result(result, Path(out_dir))
+    try:
+        written = write_result(result, Path(out_dir))
+    except OSError as exc:
+        fail(f"cannot write the results into {out_dir}: {exc.strerror or exc}")
     finish(result, written, as_json)

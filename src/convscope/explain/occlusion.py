@@ -7,8 +7,10 @@ Example::
     Occlusion(model).attribute(x, target="cat", baseline="mean")    # RGB: each channel's mean colour
 
 Each pixel gets the mean drop ``f(x) - f(x with patch occluded)`` over all windows
-that cover it (the same definition as Captum's ``Occlusion``). Pixels no window
-covers get 0. The patch covers all channels at once; the baseline may differ per
+that cover it (the same definition as Captum's ``Occlusion``): windows start at
+``0, stride, 2·stride, …`` until one reaches the last row/column, the last one
+clipped at the edge when the stride does not divide evenly, so every pixel is
+covered. The patch covers all channels at once; the baseline may differ per
 channel. Without ``window``/``stride`` they scale with the input
 (:func:`default_window`: 4 and 2 px on 28×28, 5 and 2 on 32×32, 32 and 16 on
 224×224). All occluded copies are evaluated in large batches, without gradients.
@@ -80,33 +82,40 @@ class Occlusion(Attribution):
         window, stride, batch_size = int(window), int(stride), int(batch_size)
         resolved = self._target(inputs, target)
         base = resolve_baseline(inputs, baseline).expand_as(inputs)
-        rows = range(0, height - window + 1, stride)
-        cols = range(0, width - window + 1, stride)
-        # one 0/1 mask per window position: (L, 1, H, W)
-        masks = torch.zeros((len(rows) * len(cols), 1, height, width), dtype=inputs.dtype, device=inputs.device)
-        for i, r in enumerate(rows):
-            for j, c in enumerate(cols):
-                masks[i * len(cols) + j, :, r : r + window, c : c + window] = 1
-        n_windows = masks.shape[0]
+        # window starts as Captum places them: the last one may stick out (it is clipped)
+        row_starts = torch.arange(0, height - window + stride, stride, device=inputs.device)
+        col_starts = torch.arange(0, width - window + stride, stride, device=inputs.device)
+        n_rows, n_cols = len(row_starts), len(col_starts)
+        n_windows = n_rows * n_cols
         # a window whose pixels all equal the baseline already changes nothing: its drop is
         # exactly 0 and it is not evaluated (with baseline "min" that is most of an MNIST background)
-        changed = F.max_pool2d((inputs - base).abs().sum(1, keepdim=True), window, stride).reshape(n, -1) > 0
+        differs = (inputs - base).abs().sum(1, keepdim=True)
+        changed = F.max_pool2d(differs, window, stride, ceil_mode=True).reshape(n, -1) > 0
+        assert changed.shape[1] == n_windows
         image_index, window_index = changed.nonzero(as_tuple=True)
         drops = torch.zeros((n, n_windows), dtype=inputs.dtype, device=inputs.device)
+        rows = torch.arange(height, device=inputs.device)
+        cols = torch.arange(width, device=inputs.device)
         with torch.no_grad(), eval_mode(self.model):
             original, _ = target_scores(self.model, inputs, resolved)
             for start in range(0, image_index.numel(), batch_size):
                 images = image_index[start : start + batch_size]
                 windows = window_index[start : start + batch_size]
-                mask = masks[windows]  # (b, 1, H, W)
+                top = row_starts[windows // n_cols][:, None]
+                left = col_starts[windows % n_cols][:, None]
+                inside_rows = (rows[None] >= top) & (rows[None] < top + window)  # (b, H)
+                inside_cols = (cols[None] >= left) & (cols[None] < left + window)  # (b, W)
+                mask = (inside_rows[:, :, None] & inside_cols[:, None, :]).to(inputs.dtype)[:, None]  # (b, 1, H, W)
                 occluded = inputs[images] * (1 - mask) + base[images] * mask
                 values, _ = target_scores(self.model, occluded, _subset(resolved, images))
                 drops[images, windows] = original[images] - values
-        # spread each window's drop over its pixels and average over covering windows
+        # spread each window's drop over its pixels and average over covering windows (on a
+        # canvas large enough for the clipped last windows, then cropped)
+        canvas = ((n_rows - 1) * stride + window, (n_cols - 1) * stride + window)
         patch = drops[:, None, :].expand(n, window * window, n_windows)
-        summed = F.fold(patch, (height, width), kernel_size=window, stride=stride)
-        counts = F.fold(torch.ones_like(patch[:1]), (height, width), kernel_size=window, stride=stride)
-        result = torch.where(counts > 0, summed / counts.clamp_min(1), torch.zeros_like(summed))
+        summed = F.fold(patch, canvas, kernel_size=window, stride=stride)[..., :height, :width]
+        counts = F.fold(torch.ones_like(patch[:1]), canvas, kernel_size=window, stride=stride)[..., :height, :width]
+        result = summed / counts  # every pixel is covered at least once
         return result.expand(n, channels, height, width).clone()
 
 

@@ -126,7 +126,8 @@ class TinyRGB(nn.Module):
     → ReLU #2 → Linear(2→2). Hand-set so that gradient, deconvnet and guided backprop
     all differ; ``first`` / ``second`` pick how each ReLU is called (``F.relu``,
     ``torch.relu``, ``relu_`` = ``Tensor.relu_`` with the return value ignored,
-    ``module`` = ``nn.ReLU(inplace=True)``, ``F.relu_inplace`` = ``F.relu(x, inplace=True)``)."""
+    ``module`` = ``nn.ReLU(inplace=True)``, ``F.relu_inplace`` = ``F.relu(x, inplace=True)``;
+    ``F.relu_inplace_ignored`` / ``module_ignored``: the same calls with their return value ignored)."""
 
     def __init__(self, first: str = "F.relu", second: str = "module") -> None:
         super().__init__()
@@ -157,6 +158,12 @@ class TinyRGB(nn.Module):
             return self.act(x)
         if kind == "F.relu_inplace":
             return F.relu(x, inplace=True)
+        if kind == "F.relu_inplace_ignored":
+            F.relu(x, inplace=True)  # return value ignored: only the in-place write counts
+            return x
+        if kind == "module_ignored":
+            self.act(x)
+            return x
         raise ValueError(kind)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

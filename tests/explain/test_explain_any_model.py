@@ -37,7 +37,8 @@ EXPECTED = {
     ("gbp", 0): _rgb([1.0, 0.0], [0.0, 0.0], [-1.0, 0.0]),
     ("gbp", 1): _rgb([0.0, 0.0], [0.0, 0.0], [0.0, 0.0]),
 }
-RELU_KINDS = [("F.relu", "module"), ("torch.relu", "F.relu_inplace"), ("relu_", "module"), ("F.relu", "relu_")]
+RELU_KINDS = [("F.relu", "module"), ("torch.relu", "F.relu_inplace"), ("relu_", "module"), ("F.relu", "relu_"),
+              ("F.relu_inplace_ignored", "module_ignored")]
 
 
 @pytest.mark.parametrize("first, second", RELU_KINDS)

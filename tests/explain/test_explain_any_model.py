@@ -263,3 +263,10 @@ def test_smoothgrad_wraps_gradient_methods_on_rgb():
 def test_inputs_with_the_wrong_channel_count_are_refused():
     with pytest.raises(ValueError, match="1 channels but the model takes 3"):
         Saliency(rgb_net()).attribute(torch.zeros(1, 1, 32, 32), 0)
+
+
+@pytest.mark.parametrize("target, message", [(True, "whole number or a class name"), (1.5, "whole number"),
+                                             ([0, 1, 0], "3 class targets for 1 inputs"), (-1, "0..1"), (2, "0..1")])
+def test_bad_class_targets(tiny_rgb, target, message):
+    with pytest.raises(ValueError, match=message):
+        Saliency(tiny_rgb()).attribute(X_TINY_RGB, target)

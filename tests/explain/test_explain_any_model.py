@@ -270,3 +270,23 @@ def test_inputs_with_the_wrong_channel_count_are_refused():
 def test_bad_class_targets(tiny_rgb, target, message):
     with pytest.raises(ValueError, match=message):
         Saliency(tiny_rgb()).attribute(X_TINY_RGB, target)
+
+
+def test_probability_targets_are_the_softmax(tiny_rgb):
+    model = tiny_rgb()
+    x = X_TINY_RGB.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(torch.softmax(model(x), dim=1)[0, 1], x)
+    assert torch.allclose(Saliency(model).attribute(X_TINY_RGB, "probabilities:1"), grad, atol=1e-7)
+    # occlusion and integrated gradients read the same softmax
+    with torch.no_grad():
+        p = torch.softmax(model(X_TINY_RGB), 1)[0, 1]
+        occluded = X_TINY_RGB.clone()
+        occluded[..., 0] = 0
+        drop = p - torch.softmax(model(occluded), 1)[0, 1]
+    attr = Occlusion(model).attribute(X_TINY_RGB, "probabilities:1", window=1, stride=1, baseline=0.0)
+    assert torch.allclose(attr[0, :, 0, 0], drop.expand(3), atol=1e-7)
+    attr, delta = IntegratedGradients(model).attribute(X_TINY_RGB, "probabilities:1", steps=64,
+                                                       return_convergence_delta=True)
+    with torch.no_grad():
+        gap = p - torch.softmax(model(torch.zeros_like(X_TINY_RGB)), 1)[0, 1]
+    assert torch.allclose(attr.sum(), gap + delta[0], atol=1e-6) and abs(float(delta[0])) < 1e-3

@@ -123,3 +123,24 @@ def test_renderers_share_scales_and_centre_signed_maps():
     assert len([ax for ax in fig.axes if ax.images]) == 5
     rgba = overlay_rgba(np.array([[0.0, 1.0], [-2.0, 2.0]]), True, -2.0, 2.0)
     assert rgba[0, 0, 3] == 0 and rgba[1, 1, 3] == pytest.approx(0.85) and rgba[0, 1, 3] == pytest.approx(0.425)
+
+
+def test_all_classes_figure_for_many_classes_and_rgb():
+    from convscope.render.explain import MAX_CLASS_PANELS, all_classes_figure
+
+    image = np.zeros((16, 16, 3), dtype=np.uint8)
+    image[4:12, 4:12, 0] = 255  # a red square
+    maps = torch.randn(60, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    probabilities = np.linspace(0.0, 1.0, 60)
+    probabilities /= probabilities.sum()
+    names = [f"kind{k}" for k in range(60)]
+    fig = all_classes_figure(image, maps, probabilities=probabilities, class_names=names, label=59)
+    panels = [ax for ax in fig.axes if ax.images and ax.get_title().startswith("class")]
+    assert len(panels) == MAX_CLASS_PANELS == 40
+    # the most probable classes are drawn (here the last 40), with their names
+    assert panels[0].get_title().startswith("class 20 kind20") and "◀" in panels[-1].get_title()
+    assert "the 40 most probable of 60 classes" in fig._suptitle.get_text()
+    shown = np.asarray(fig.axes[0].images[0].get_array())
+    assert shown.shape == (16, 16, 3) and shown[8, 8].tolist() == [255, 0, 0]  # the input in colour
+    summed = maps[20].sum(0).numpy()  # an RGB map is drawn as the sum over its channels
+    assert np.allclose(np.asarray(panels[0].images[0].get_array()), summed, atol=1e-5)

@@ -54,12 +54,17 @@ def test_explain_image_on_an_rgb_photo(photo_net, photos):
     assert data["label_name"] == data["class_names"][label] and data["image"] == "test:0"
     assert abs(sum(data["probabilities"]) - 1) < 1e-4
     entry = data["results"][0]
-    assert entry["target"] == 1 and entry["target_name"] == "cat" and entry["params"] == {}
+    assert entry["target"] == 1 and entry["target_name"] == "cat" and entry["params"] == {"abs": False}
     stats = attribution_stats(run.attributions[0])
     assert entry["max"] == stats["max"] and len(entry["channel_abs_share"]) == 3
     assert sum(entry["channel_abs_share"]) == pytest.approx(1.0)
     assert data["results"][4]["ig_delta"] == pytest.approx(float(delta[0]), abs=1e-6)
-    assert data["results"][2]["params"] == {"window": 8, "stride": 4, "baseline": "mean"}
+    assert data["results"][2]["params"] == {"window": 8, "stride": 4, "baseline": "mean", "batch_size": 256}
+    # defaults are recorded as they took effect: Grad-CAM's layer, occlusion's window for 32 px
+    scaled = explain_image(photo_net, image, ["gradcam", "occlusion"], options={"baseline": "min"}).to_json()
+    assert scaled["results"][0]["params"]["layer"] == "conv3"
+    assert {k: scaled["results"][1]["params"][k] for k in ("window", "stride", "baseline")} == {
+        "window": 5, "stride": 2, "baseline": "min"}
     # RGB maps keep their channels in the arrays
     arrays = result.arrays()
     assert arrays["explain_saliency_class1"].shape == (3, 32, 32)

@@ -190,7 +190,8 @@ class MethodRun:
         target_text: for titles (``"class 5 (Sandal)"``, ``"Conv2D_3:56"``).
         attributions: ``(N, C, H, W)`` on CPU.
         details: per-input extras ``{"delta": (N,)}`` (integrated gradients).
-        params: the options the method was given.
+        params: every option as it took effect (given or default; Grad-CAM's layer,
+            occlusion's window and stride filled in for the input size).
         stem: file stem for its figure / array.
     """
 
@@ -223,13 +224,14 @@ def _build(model: nn.Module, names: Sequence[str], pool: Mapping[str, Any]) -> d
 
 
 def _run_method(built: tuple[Any, dict[str, Any], dict[str, Any]], name: str, inputs: torch.Tensor, given: Any) -> MethodRun:
-    explainer, rest, options = built
+    explainer, rest, _ = built
     attributions, details = explainer.attribute_with_details(inputs, given, **rest)
     return MethodRun(
         method=name, title=explainer.title or name, signed=bool(explainer.signed), target=None, target_text="",
         attributions=attributions.detach().float().cpu(),
         details={key: value.detach().float().cpu() for key, value in details.items()},
-        params=dict(options),
+        # every option as it took effect (defaults filled in: Grad-CAM's layer, occlusion's window)
+        params=explainer.used_options(tuple(inputs.shape[1:]), **rest),
     )
 
 

@@ -333,6 +333,18 @@ def resolve_baseline(inputs: torch.Tensor, baseline: Baseline) -> torch.Tensor:
 # -- the base class --------------------------------------------------------------------
 
 
+def option_parameters(function: Any, skip: int) -> list[tuple[str, Any]]:
+    """``(name, default)`` of the keyword options of ``function`` after its first
+    ``skip`` parameters (``self``, the model / the inputs and target); ``return_*``
+    switches and private names are not options."""
+    import inspect
+
+    parameters = list(inspect.signature(function).parameters.values())[skip:]
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [(p.name, None if p.default is inspect.Parameter.empty else p.default) for p in parameters
+            if p.kind in kinds and not p.name.startswith(("_", "return_"))]
+
+
 class Attribution:
     """Base class: one method, one verb, :meth:`attribute`.
 
@@ -362,6 +374,19 @@ class Attribution:
         """:meth:`attribute` plus per-sample extras ``{name: (N,)}`` a method can
         report (integrated gradients: ``{"delta": ...}``); none by default."""
         return self.attribute(inputs, target, **kwargs), {}
+
+    def used_options(self, input_shape: Sequence[int], **given: Any) -> dict[str, Any]:
+        """Every option as it takes effect for inputs of ``input_shape`` ``(C, H, W)``:
+        the constructor's (read back from the object) and ``attribute``'s (``given``,
+        else the signature's default). Methods whose defaults depend on the input
+        (occlusion's window) fill them in."""
+        used: dict[str, Any] = {}
+        for name, _ in option_parameters(type(self).__init__, skip=2):
+            if hasattr(self, name):
+                used[name] = getattr(self, name)
+        for name, default in option_parameters(type(self).attribute, skip=3):
+            used[name] = given.get(name, default)
+        return used
 
     # shared helpers ---------------------------------------------------------
     def _check_inputs(self, inputs: torch.Tensor) -> torch.Tensor:

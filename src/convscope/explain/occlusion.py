@@ -46,6 +46,14 @@ class Occlusion(Attribution):
     title = "occlusion"
     signed = True
 
+    def used_options(self, input_shape, **given):
+        used = super().used_options(input_shape, **given)
+        if used.get("window") is None:
+            used["window"] = default_window(int(input_shape[-2]), int(input_shape[-1]))[0]
+        if used.get("stride") is None:
+            used["stride"] = max(1, int(used["window"]) // 2)
+        return used
+
     def attribute(
         self,
         inputs: torch.Tensor,

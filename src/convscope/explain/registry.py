@@ -40,7 +40,7 @@ from typing import Any, Callable, TypeVar
 
 from torch import nn
 
-from convscope.explain.base import Attribution
+from convscope.explain.base import Attribution, option_parameters
 
 A = TypeVar("A", bound=type)
 
@@ -89,10 +89,8 @@ class MethodInfo:
 
 
 def _option_names(function: Callable[..., Any], skip: int) -> tuple[str, ...]:
-    parameters = list(inspect.signature(function).parameters.values())[skip:]
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     # ``return_*`` switch what attribute returns (IG's delta): not a user option
-    return tuple(p.name for p in parameters if p.kind in kinds and not p.name.startswith(("_", "return_")))
+    return tuple(name for name, _ in option_parameters(function, skip))
 
 
 _REGISTRY: dict[str, MethodInfo] = {}

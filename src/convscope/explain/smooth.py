@@ -68,6 +68,11 @@ class SmoothGrad(Attribution):
         self.signed = method.signed and not squared
         self.title = f"SmoothGrad ({method.title})"
 
+    def used_options(self, input_shape, **given):
+        """Its own options, ``base`` and the wrapped method's."""
+        return {**self.method.used_options(input_shape, **given), "base": self.method.name,
+                **super().used_options(input_shape)}
+
     def attribute(self, inputs: torch.Tensor, target: TargetLike = None, **kwargs) -> torch.Tensor:
         """``(N, C, H, W)`` mean of the wrapped method over noisy inputs; extra
         keyword arguments go to the wrapped method."""

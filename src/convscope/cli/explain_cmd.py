@@ -21,7 +21,7 @@ from convscope.cli.common import (
     FiniteFloatRange, data_dir_option, dataset_option, device_option, fail, json_option, load_model_or_fail,
     model_option, out_option,
 )
-from convscope.cli.images import DEFAULT_IMAGE, image_option, resolve_image
+from convscope.cli.images import DEFAULT_IMAGE, resolve_image
 
 #: the images ``--sanity`` adds after ``--image`` come from the start of the test split
 SANITY_SPLIT = "test"
@@ -132,8 +132,8 @@ def _writable_or_fail(out_dir: Path) -> None:
 @click.command()
 @click.option("--method", "-m", default="deconvnet", show_default=True, type=MethodChoice(extra=("all",)),
               cls=MethodHelpOption)
-@image_option(
-    default=None,
+@click.option(
+    "--image", "-i", "image", default=None, metavar="IMAGE",
     help="Image: test:INDEX or train:INDEX of --dataset (default test:1302, or test:0 if the test set is smaller), "
     "or an image file, converted as the model's spec says.",
 )

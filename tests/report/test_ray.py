@@ -6,8 +6,9 @@ equal the local one — every stage result,
 every number in ``atlas.json`` — also when a worker process is killed mid-run;
 an interrupted Ray build resumes with only the missing stages; Ctrl-C on
 ``convscope report --executor ray`` stops cleanly; the Ray Data top-k path gives
-the local shards exactly. Without Ray these tests are skipped — and fail in CI
-(``CI`` set), which installs the extra.
+the local shards exactly. Without Ray (``pip install "convscope[ray]"``; the
+``test`` extra includes it) the tests that need Ray are skipped with that reason
+— and fail in CI (``CI`` set), whose ``pip install -e ".[test]"`` installs Ray.
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ IMAGES = 2000
 
 def _import_ray():
     if os.environ.get("CI"):
-        import ray  # CI installs convscope[ray]: a missing Ray is a failure there
+        import ray  # CI installs the test extra, which includes Ray: a missing Ray is a failure there
 
         return ray
-    return pytest.importorskip("ray")
+    return pytest.importorskip("ray", reason='Ray is not installed (pip install "convscope[ray]")')
 
 
 @pytest.fixture(scope="module")
@@ -135,9 +136,15 @@ def test_ray_atlas_equals_local_with_a_killed_worker(ray_instance, local_atlas, 
     assert executor.stats["remote"] == len(planned) - executor.stats["driver"] + 1
     assert result.executed == planned
     assert_same_atlas(local_atlas, result)
+    assert _stored(tmp_path / "ray") == _stored(local_atlas.summary.parent)  # the same cache keys
     provenance = json.loads(result.summary.read_text())["provenance"]
     assert provenance["executor"].startswith("ray (local instance; 2 workers")
     assert _free_cpus(ray_instance) == 2.0  # close() killed the actors
+
+
+def _stored(out: Path) -> list[str]:
+    """The stage cache's file names (stage name and key) in ``out/.stages``."""
+    return sorted(p.name for p in (out / ".stages").glob("*.json"))
 
 
 def _is_merge(name: str) -> bool:
@@ -281,7 +288,7 @@ def test_ray_options_and_errors(monkeypatch, tmp_path):
     from click.testing import CliRunner
 
     from convscope.cli import main
-    from convscope.report.ray_executor import RayExecutorError, RayOptions, _mismatch, import_ray
+    from convscope.report.ray_executor import RayExecutor, RayExecutorError, RayOptions, _mismatch, import_ray
 
     result = CliRunner().invoke(main, ["report", "--out", str(tmp_path), "--ray-workers", "2"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
@@ -289,10 +296,28 @@ def test_ray_options_and_errors(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="--ray-workers"):
         RayOptions(workers=0)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
-    with pytest.raises(RayExecutorError, match=r"pip install 'convscope\[ray\]'"):
+    with pytest.raises(RayExecutorError, match=r'pip install "convscope\[ray\]"'):
         import_ray()
+    with pytest.raises(RayExecutorError, match=r'pip install "convscope\[ray\]"'):
+        RayExecutor(RayOptions(workers=1))  # at once, not at the first stage
     facts = {"host": "node-2", "pid": 7, "version": "0.1.0", "model_sha256": "a", "data_sha256": "b"}
     assert _mismatch(facts, {"version": "0.1.0", "model_sha256": "a", "data_sha256": "b"}) == ""
     assert "same convscope version" in _mismatch(facts, {"version": "0.2.0"})
     assert "other weights" in _mismatch(facts, {"model_sha256": "x"})
     assert "same dataset" in _mismatch(facts, {"model_sha256": "a", "data_sha256": "x"})
+
+
+def test_report_with_the_ray_executor_without_ray_says_how_to_install_it(tmp_path):
+    """``convscope report --executor ray`` in a Python without Ray (hidden from the
+    import system in a real subprocess): exit status 1, one line naming the extra,
+    no traceback, no output folder. Runs whether or not Ray is installed."""
+    out = tmp_path / "atlas"
+    code = ("import runpy, sys; sys.modules['ray'] = None; "
+            f"sys.argv = ['convscope', 'report', '--quick', '--executor', 'ray', '--out', {str(out)!r}]; "
+            "runpy.run_module('convscope', run_name='__main__')")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert 'Error: the Ray executor needs Ray: pip install "convscope[ray]"' in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists()

@@ -30,7 +30,7 @@ from convscope.cli.common import (
 @click.option("--threads", type=click.IntRange(min=1, max=1024), default=None,
               help="PyTorch CPU threads (default 1: the atlas runs many small batches, where more threads mostly spin).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="Who computes the stages: this process, or Ray workers (pip install 'convscope[ray]').")
+              help='Who computes the stages: this process, or Ray workers (pip install "convscope[ray]").')
 @click.option("--ray-address", default=None, metavar="auto|ray://HOST:PORT",
               help="With --executor ray: the cluster to use (default: start a local Ray instance).")
 @click.option("--ray-workers", type=click.IntRange(min=1), default=None,
@@ -65,8 +65,9 @@ def report(model_path: str | None, dataset: str | None, data_dir: Path | None, l
     --executor ray spreads the stages (OIP chunks, top-k shards, deconvnet
     chunks, …) over Ray worker actors: a local Ray instance, or a cluster
     (--ray-address auto). Same numbers as the local build. On a cluster every
-    node needs the same convscope version, the model and the data on paths it
-    can read, and --cache-dir on a shared path.
+    node needs the same convscope version and the model and the data on paths
+    it can read; this process alone writes OUT and the stage cache
+    (docs/SCALING.md).
 
     \b
     Examples:
@@ -93,8 +94,10 @@ def report(model_path: str | None, dataset: str | None, data_dir: Path | None, l
         fail(f"{', '.join(ray_given)} only apply with --executor ray")
     ray_options = None
     if executor == "ray":
-        from convscope.report.ray_executor import RayOptions
+        from convscope.report.ray_executor import INSTALL_HINT, RayOptions, ray_available
 
+        if not ray_available():  # before the model and the data are loaded
+            fail(INSTALL_HINT)
         ray_options = RayOptions(address=ray_address, workers=ray_workers, gpus_per_worker=ray_gpus_per_worker,
                                  data=ray_data)
     layer_list = [part.strip() for part in layers.split(",") if part.strip()] if layers else None

@@ -63,7 +63,7 @@ class AtlasOptions:
         cache_dir: where stage results are stored (default ``OUT/.stages``; may be shared).
         model_path: older name of ``model`` (a path).
         executor: who computes the stages: ``"local"`` (this process) or ``"ray"``
-            (:mod:`convscope.report.ray_executor`; needs ``pip install 'convscope[ray]'``).
+            (:mod:`convscope.report.ray_executor`; needs ``pip install "convscope[ray]"``).
         ray: the :class:`~convscope.report.ray_executor.RayOptions` of ``executor="ray"``
             (``None``: a local Ray instance, one worker per CPU).
     """

@@ -111,12 +111,26 @@ class RayOptions:
             raise ValueError(f"max_attempts must be at least 1; got {self.max_attempts}")
 
 
+#: what to tell a user whose Python lacks Ray (or Ray Data's pyarrow/pandas)
+INSTALL_HINT = 'the Ray executor needs Ray: pip install "convscope[ray]"'
+
+
+def ray_available() -> bool:
+    """Whether ``ray`` can be imported (checked without importing it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):  # a broken or stubbed-out ``ray`` entry
+        return False
+
+
 def import_ray() -> Any:
     """The ``ray`` module, or a :class:`RayExecutorError` that says how to install it."""
     try:
         import ray
     except ImportError:
-        raise RayExecutorError("the Ray executor needs Ray: pip install 'convscope[ray]'") from None
+        raise RayExecutorError(INSTALL_HINT) from None
     return ray
 
 
@@ -309,6 +323,8 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, options: RayOptions | None = None, threads: int = 1) -> None:
+        if not ray_available():  # say so before any work, not at the first stage
+            raise RayExecutorError(INSTALL_HINT)
         self.options = options or RayOptions()
         self.threads = max(1, int(threads))
         self.env: Env | None = None
@@ -531,7 +547,7 @@ class RayExecutor:
                         raise RayExecutorError(
                             f"a Ray worker could not open the model and the data: {_error_text(exc)}. Every worker "
                             "needs the same convscope version, and the model file and the dataset on paths it can "
-                            "read (see the README: Running the atlas on a Ray cluster)") from None
+                            "read (see docs/SCALING.md)") from None
                     problem = _mismatch(worker.facts, self.expected)
                     if problem:
                         raise RayExecutorError(problem)
@@ -593,7 +609,10 @@ class RayExecutor:
         """The top-k shards as a Ray Data pipeline: one row per shard,
         ``map_batches`` on an actor pool that holds the model and the data."""
         ray = self._ray()
-        import ray.data
+        try:
+            import ray.data
+        except ImportError as exc:  # Ray without its data extra (pyarrow, pandas)
+            raise RayExecutorError(f"--ray-data needs Ray Data ({exc}): pip install \"convscope[ray]\"") from None
 
         from convscope.report.codec import unpack
 
@@ -664,4 +683,4 @@ class RayExecutor:
         self._started_ray = False
 
 
-__all__ = ["RayExecutor", "RayExecutorError", "RayOptions", "StageWorker", "TopkShardActor", "import_ray"]
+__all__ = ["RayExecutor", "RayExecutorError", "RayOptions", "StageWorker", "TopkShardActor", "import_ray", "ray_available"]

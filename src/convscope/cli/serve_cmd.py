@@ -65,10 +65,12 @@ def bind_socket(host: str, port: int) -> socket.socket:
               help="Threads computing requests (the model is shared read-only).")
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
               help="PyTorch threads per computation.")
+@click.option("--oip-profile", type=click.Choice(["full", "quick"]), default="full", show_default=True,
+              help="The atlas profile whose OIP parameters on-demand OIPs use (quick: fewer, larger steps).")
 @click.option("--max-upload-mb", type=click.FloatRange(0.01, 1024), default=10.0, show_default=True,
               help="Largest request body (an uploaded image or JSON), in megabytes.")
 def serve(model_path, dataset, data_dir, device, host, port, allow_remote, open_browser, atlas_dir, workers, threads,
-          max_upload_mb) -> None:
+          oip_profile, max_upload_mb) -> None:
     """The interactive explorer: draw a digit (or upload / pick an image) and watch
     every layer respond; open any map's card (OIP, top-k examples, filters,
     deconvnet); explain the input with any method; compare two inputs layer by
@@ -115,7 +117,7 @@ def serve(model_path, dataset, data_dir, device, host, port, allow_remote, open_
     from convscope.serve import Explorer, create_app
 
     explorer = Explorer(model, split=split, label=loaded.label, atlas_dir=atlas_dir,
-                        max_body=int(max_upload_mb * 1024 * 1024), split_note=note)
+                        max_body=int(max_upload_mb * 1024 * 1024), split_note=note, oip_profile=oip_profile)
     if explorer.atlas is not None:
         echo_err(("" if explorer.atlas.usable else "warning: ") + explorer.atlas.note)
     sock = bind_socket(host, port)

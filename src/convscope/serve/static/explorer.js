@@ -130,7 +130,7 @@
     clear();
     function point(e) { var r = pad.getBoundingClientRect(); return [(e.clientX - r.left) * pad.width / r.width, (e.clientY - r.top) * pad.height / r.height]; }
     function stroke(p) {
-      ctx.strokeStyle = '#fff'; ctx.lineWidth = 20; ctx.lineCap = 'round'; ctx.lineJoin = 'round';
+      ctx.strokeStyle = '#fff'; ctx.lineWidth = 12; ctx.lineCap = 'round'; ctx.lineJoin = 'round';
       ctx.beginPath(); ctx.moveTo(last[0], last[1]); ctx.lineTo(p[0], p[1]); ctx.stroke(); last = p;
       S.padVersion += 1; sendDrawing();
     }
@@ -256,7 +256,7 @@
     var canvas = document.createElement('canvas'), t = {shape: [1, H, W], data: summed};
     if (!limit) { limit = 0; for (i = 0; i < summed.length; i++) limit = Math.max(limit, Math.abs(summed[i])); }
     F.drawGrid(canvas, t, {cmap: signed ? 'RdBu_r' : 'viridis', vmin: signed ? -(limit || 1) : 0, vmax: limit || 1,
-                           scale: Math.max(1, Math.floor(140 / Math.max(H, W))), gap: 0});
+                           scale: Math.max(1, Math.floor(140 / Math.max(H, W))), gap: 0, perRow: 1});
     return canvas;
   }
   function explain(method, target) {
@@ -290,7 +290,8 @@
   function openCard(layer, map) {
     var anchor = (layer + '-' + map).replace(/\./g, '_');
     if (location.hash !== '#' + anchor) history.replaceState(null, '', location.pathname + location.search + '#' + anchor);
-    var card = $('card'); card.hidden = false;
+    var card = $('card'), wasHidden = card.hidden; card.hidden = false;
+    if (wasHidden && S.a) layers();  // the layer column just became narrower
     card.innerHTML = '<h2><span>' + esc(layer) + ':' + map + '</span><button type="button" id="card-close">×</button></h2><p class="note">loading…</p>';
     $('card-close').addEventListener('click', closeCard);
     S.card = {layer: layer, map: map, data: null};
@@ -302,6 +303,7 @@
   }
   function closeCard() {
     S.card = null; $('card').hidden = true; history.replaceState(null, '', location.pathname + location.search); updateUrl();
+    if (S.a) layers();
   }
   function section(title, id) { return '<h3>' + esc(title) + '</h3><div id="' + id + '"></div>'; }
   function drawCard() {

@@ -641,9 +641,24 @@ def explain_methods() -> list[str]:
 
 
 def run_explanation(model: nn.Module, item: InputImage, method: str, target: Any, options: dict[str, Any]) -> dict[str, Any]:
-    """One explanation of one input through :mod:`convscope.explain` (``explain``): the
-    attributions ``(C, H, W)`` float32, the resolved target, whether signs matter,
-    the method's title and the integrated-gradients convergence delta."""
+    """One explanation of one input: the attributions ``(C, H, W)`` float32, the
+    resolved target, whether signs matter, the method's title and the
+    integrated-gradients convergence delta.
+
+    Through the application layer's :func:`convscope.app.explain.explain_image` (each
+    method takes the options it understands) where this installation has it, else
+    through :func:`convscope.explain.explain`.
+    """
+    try:
+        from convscope.app.explain import explain_image
+    except ImportError:
+        explain_image = None
+    if explain_image is not None:
+        run = explain_image(model, np.asarray(item.image), [method], targets=[target], options=options,
+                            source=item.source).runs[0]
+        delta = run.delta
+        return {"attributions": run.attributions[0].numpy(), "target": run.target, "signed": bool(run.signed),
+                "title": str(run.title), "delta": None if delta is None else float(delta.abs().max())}
     from convscope.explain import explain
     from convscope.inference import to_input
 

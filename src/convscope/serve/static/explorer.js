@@ -9,6 +9,7 @@
     padVersion: 0, shownVersion: 0, forwards: 0, errors: [], explained: null, deconv: null, ready: false
   };
   window.explorer = {state: S};
+  var LINK = {search: location.search, hash: location.hash};  // the state a shared link brought (read once)
 
   // ------------------------------------------------------------------ small helpers
   function status(text, error) {
@@ -458,7 +459,7 @@
     return {kind: 'ref', ref: value};
   }
   function restore() {
-    var q = new URLSearchParams(location.search), steps = Promise.resolve();
+    var q = new URLSearchParams(LINK.search), steps = Promise.resolve();
     if (q.get('model') && q.get('model') !== S.model.name) status('this link was made for model ' + q.get('model') + '; this server shows ' + S.model.name, true);
     if (q.get('method') && S.model.methods.indexOf(q.get('method')) >= 0) { S.method = q.get('method'); $('method').value = S.method; }
     if (q.get('target')) S.target = q.get('target');
@@ -470,7 +471,7 @@
     if (a) steps = steps.then(function () { return setInput(a, a.kind === 'ref' ? a.ref : 'from the link'); });
     return steps.then(function () {
       targets(); $('target').value = S.target;
-      var card = location.hash.slice(1).match(/^(.+)-(\d+)$/);
+      var card = LINK.hash.slice(1).match(/^(.+)-(\d+)$/);
       var jobs = [];
       if (card) {
         var layer = S.model.layers.filter(function (l) { return l.name.replace(/\./g, '_') === card[1]; })[0];
@@ -520,7 +521,6 @@
       (model.dataset ? ' · ' + model.dataset.name + ' ' + model.dataset.split : '') + (model.atlas && model.atlas.usable ? ' · atlas' : '');
     if (model.drawable) { $('pad').hidden = false; setupPad(); } else { $('drop').hidden = false; $('clear').hidden = true; }
     setupControls();
-    S.ready = true;
     render();
     return restore();
   }).then(function () {

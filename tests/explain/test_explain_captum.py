@@ -115,3 +115,22 @@ def test_functional_relu_model_captum_deconvnet_silently_wrong(shipped_model, ba
     their_gbp = captum_attr.GuidedBackprop(functional).attribute(x, target=labels)
     assert torch.allclose(their_gbp, plain, atol=1e-6)
     _close(GuidedBackprop(functional).attribute(x, labels), captum_attr.GuidedBackprop(shipped_model).attribute(x, target=labels))
+
+
+def test_rgb_net_matches_captum():
+    """The RGB zoo net (BatchNorm, strided conv, ModuleDict, F.relu): the methods that do not
+    depend on ReLU rules agree with Captum; occlusion with a per-channel baseline."""
+    from zoo import rgb_net
+
+    net = rgb_net()
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 3, 1])
+    _close(Saliency(net).attribute(x, labels), captum_attr.Saliency(net).attribute(x, target=labels, abs=False))
+    ours = IntegratedGradients(net).attribute(x, labels, steps=24, baseline="mean")
+    base = x.mean(dim=(2, 3), keepdim=True).expand_as(x).contiguous()
+    _close(ours, captum_attr.IntegratedGradients(net).attribute(x, base, target=labels, n_steps=24))
+    theirs = captum_attr.Occlusion(net).attribute(
+        x, target=labels, sliding_window_shapes=(3, 5, 5), strides=(3, 2, 2), baselines=base, perturbations_per_eval=64)
+    _close(Occlusion(net).attribute(x, labels, baseline="mean"), theirs)  # default window 5, stride 2 on 32 px
+    theirs = captum_attr.LayerGradCam(net, net.conv3).attribute(x, target=labels, relu_attributions=True)
+    _close(GradCAM(net).attribute(x, labels, upsample=False), theirs)

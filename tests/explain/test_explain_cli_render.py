@@ -30,7 +30,10 @@ def test_deconvnet_map_target_writes_png_npy_json(run, tmp_path, shipped_model, 
     assert abs(sum(data["probabilities"]) - 1) < 1e-4
     entry = data["results"][0]
     assert entry["method"] == "deconvnet" and entry["target"] == "Conv2D_3:56" and entry["params"]["keep"] == "map"
-    saved = np.load(entry["npy"])
+    # per-entry files are named relative to the output folder; "files" has the full paths
+    assert entry["npy"] == "explain_deconvnet_Conv2D_3_56.npy" and entry["png"] == "explain_deconvnet_Conv2D_3_56.png"
+    assert str(tmp_path / entry["npy"]) in data["files"] and str(tmp_path / entry["png"]) in data["files"]
+    saved = np.load(tmp_path / entry["npy"])
     assert saved.shape == (28, 28)
     assert entry["max"] == pytest.approx(float(saved.max()), rel=1e-5)
     # the file holds what the engine computes
@@ -40,7 +43,10 @@ def test_deconvnet_map_target_writes_png_npy_json(run, tmp_path, shipped_model, 
     expected = Deconvnet(shipped_model).attribute(to_input(shipped_model, test_split.images[1816]), "Conv2D_3:56")
     assert np.allclose(saved, expected[0, 0].numpy(), atol=1e-6)
     assert (tmp_path / "explain_deconvnet_Conv2D_3_56.png").stat().st_size > 10_000
-    assert json.loads((tmp_path / "explain.json").read_text()) == data
+    on_disk = json.loads((tmp_path / "explain.json").read_text())
+    # the saved JSON and stdout list the same files, explain.json itself last
+    assert on_disk["files"] == data["files"] and data["files"][-1] == str(tmp_path / "explain.json")
+    assert {k: v for k, v in on_disk.items() if k != "files"} == {k: v for k, v in data.items() if k != "files"}
 
 
 def test_all_classes_and_ig_delta(run, tmp_path):
@@ -49,7 +55,7 @@ def test_all_classes_and_ig_delta(run, tmp_path):
     data = json.loads(result.stdout)
     entry = data["results"][0]
     assert len(entry["per_class"]) == 10 and len(entry["ig_delta"]) == 10
-    maps = np.load(entry["npy"])
+    maps = np.load(tmp_path / entry["npy"])
     assert maps.shape == (10, 28, 28)
     # class maps really differ (IG is class sensitive)
     assert not np.allclose(maps[0], maps[1])
@@ -117,3 +123,24 @@ def test_renderers_share_scales_and_centre_signed_maps():
     assert len([ax for ax in fig.axes if ax.images]) == 5
     rgba = overlay_rgba(np.array([[0.0, 1.0], [-2.0, 2.0]]), True, -2.0, 2.0)
     assert rgba[0, 0, 3] == 0 and rgba[1, 1, 3] == pytest.approx(0.85) and rgba[0, 1, 3] == pytest.approx(0.425)
+
+
+def test_all_classes_figure_for_many_classes_and_rgb():
+    from convscope.render.explain import MAX_CLASS_PANELS, all_classes_figure
+
+    image = np.zeros((16, 16, 3), dtype=np.uint8)
+    image[4:12, 4:12, 0] = 255  # a red square
+    maps = torch.randn(60, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    probabilities = np.linspace(0.0, 1.0, 60)
+    probabilities /= probabilities.sum()
+    names = [f"kind{k}" for k in range(60)]
+    fig = all_classes_figure(image, maps, probabilities=probabilities, class_names=names, label=59)
+    panels = [ax for ax in fig.axes if ax.images and ax.get_title().startswith("class")]
+    assert len(panels) == MAX_CLASS_PANELS == 40
+    # the most probable classes are drawn (here the last 40), with their names
+    assert panels[0].get_title().startswith("class 20 kind20") and "◀" in panels[-1].get_title()
+    assert "the 40 most probable of 60 classes" in fig._suptitle.get_text()
+    shown = np.asarray(fig.axes[0].images[0].get_array())
+    assert shown.shape == (16, 16, 3) and shown[8, 8].tolist() == [255, 0, 0]  # the input in colour
+    summed = maps[20].sum(0).numpy()  # an RGB map is drawn as the sum over its channels
+    assert np.allclose(np.asarray(panels[0].images[0].get_array()), summed, atol=1e-5)

@@ -78,3 +78,31 @@ def test_sanity_check_is_repeatable(shipped_model, batch):
     two = sanity_check(shipped_model, x[:2], ("saliency",), layers=["Dense_2"], seed=5)
     other = sanity_check(shipped_model, x[:2], ("saliency",), layers=["Dense_2"], seed=6)
     assert one.spearman == two.spearman and one.spearman != other.spearman
+
+
+class _Registered(torch.nn.Module):
+    """Layers registered in another order than the forward pass calls them; a
+    ModuleList of convs, a BatchNorm (scales only: not re-drawn) and a parameter-free ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(4 * 4 * 4, 3)
+        self.norm = torch.nn.BatchNorm2d(4)
+        self.convs = torch.nn.ModuleList([torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1)])
+        self.act = torch.nn.ReLU()
+
+    def forward(self, x):
+        x = self.act(self.norm(self.convs[0](x)))
+        x = self.act(self.convs[1](x))
+        return self.head(x.flatten(1))
+
+
+def test_randomised_layers_follow_the_forward_pass():
+    import convscope
+
+    model = convscope.wrap(_Registered().eval(), input_shape=(1, 4, 4), class_names=["a", "b", "c"], preprocessing="unit")
+    assert randomisable_layers(model) == ["head", "convs.1", "convs.0"]
+    result = sanity_check(model, torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0)), ("saliency",))
+    assert result.stages == ["original", "head", "convs.1", "convs.0"]
+    with pytest.raises(ValueError, match="cannot randomise \\['nope'\\]"):
+        sanity_check(model, torch.rand(1, 1, 4, 4), ("saliency",), layers=["nope"])

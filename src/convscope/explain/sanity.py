@@ -2,7 +2,9 @@
 for saliency maps").
 
 Randomise the model's layers cascading from the top (``Dense_2``, then also
-``Dense_1``, ``Conv2D_3`` ...) and measure how similar each method's map stays to
+``Dense_1``, ``Conv2D_3`` ... for the reference models; in general every layer
+with a weight matrix or kernel, in the order the forward pass calls them,
+last first) and measure how similar each method's map stays to
 the map of the trained model. A method whose maps barely change while the
 network is destroyed does not explain the network (it behaves like an edge
 detector). Similarity per image: Spearman rank correlation of ``|attribution|``
@@ -11,6 +13,7 @@ as the mean over images.
 
 Example::
 
+    result = sanity_check(model, x, seed=0)      # the registry's default methods
     result = sanity_check(model, x, methods=("saliency", "gbp", "deconvnet"), seed=0)
     result.spearman["gbp"]     # [1.0, 0.93, 0.91, ...] one value per stage
 """
@@ -28,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convscope.explain.base import predicted_classes
+from convscope.explain.base import _spec, eval_mode, predicted_classes
+from convscope.explain.registry import make_method, sanity_methods
 
 
 def average_ranks(values: torch.Tensor) -> torch.Tensor:
@@ -69,6 +73,9 @@ def ssim(a: torch.Tensor, b: torch.Tensor, *, data_range: float = 1.0, window: i
     if a.ndim == 3:
         a, b = a[:, None], b[:, None]
     a, b = a.double(), b.double()
+    # maps smaller than the window (tiny inputs, coarse Grad-CAM): the largest odd window that fits
+    window = min(window, a.shape[-2], a.shape[-1])
+    window -= 1 - window % 2
     kernel = _gaussian_window(window, sigma, a.dtype).to(a.device).expand(a.shape[1], 1, window, window)
 
     def blur(t: torch.Tensor) -> torch.Tensor:
@@ -90,10 +97,45 @@ def _unit_scale(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(peak > 0, flat / peak.clamp_min(1e-30), flat).reshape(maps.shape)
 
 
-def randomisable_layers(model: nn.Module) -> list[str]:
-    """Top-level layers that have parameters, top (output) first."""
-    names = [name for name, child in model.named_children() if any(True for _ in child.parameters())]
-    return names[::-1]
+def _units(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """Top-level layers; containers the model never calls (ModuleList/ModuleDict) are opened."""
+    out: list[tuple[str, nn.Module]] = []
+    for name, child in module.named_children():
+        full = f"{prefix}{name}"
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+            out.extend(_units(child, full + "."))
+        else:
+            out.append((full, child))
+    return out
+
+
+def _randomisable(module: nn.Module) -> bool:
+    # a layer with a weight matrix or kernel; BatchNorm/LayerNorm scales alone are not re-drawn
+    return any(p.ndim >= 2 for p in module.parameters())
+
+
+def randomisable_layers(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> list[str]:
+    """Layers the cascade randomises, top (output) first: the top-level layers
+    (members of never-called ``ModuleList``/``ModuleDict`` containers count as
+    layers) that hold a weight matrix or kernel, in the order the forward pass
+    calls them (one pass on zeros of ``input_shape``, default the spec's; without
+    either, the order they are registered in)."""
+    units = [(name, module) for name, module in _units(model) if _randomisable(module)]
+    shape = input_shape if input_shape is not None else (_spec(model).input_shape if _spec(model) is not None else None)
+    if shape is not None and units:
+        from convscope.probe import reached_outputs
+
+        try:
+            param = next(model.parameters())
+            device, dtype = param.device, param.dtype
+        except StopIteration:
+            device, dtype = torch.device("cpu"), torch.float32
+        with eval_mode(model):
+            order = list(reached_outputs(model, torch.zeros((1, *shape), device=device, dtype=dtype)))
+        position = {name: i for i, name in enumerate(order)}
+        # a layer's output appears when it returns; a layer the pass never reaches is left out
+        units = sorted((u for u in units if u[0] in position), key=lambda u: position[u[0]])
+    return [name for name, _ in units][::-1]
 
 
 @torch.no_grad()
@@ -155,7 +197,7 @@ class SanityResult:
 def sanity_check(
     model: nn.Module,
     inputs: torch.Tensor,
-    methods: Sequence[str] = ("saliency", "deconvnet", "gbp", "gradcam", "ig"),
+    methods: Sequence[str] | None = None,
     *,
     layers: Sequence[str] | None = None,
     seed: int = 0,
@@ -167,9 +209,10 @@ def sanity_check(
     Args:
         model: the trained network.
         inputs: ``(N, C, H, W)`` model inputs.
-        methods: method names (keys of :data:`convscope.explain.METHODS`).
-        layers: layers to randomise in this order (default: all with parameters,
-            output first).
+        methods: registered method names (default: the registry's sanity methods,
+            :func:`convscope.explain.registry.sanity_methods`).
+        layers: layers to randomise in this order (default:
+            :func:`randomisable_layers`, output first).
         seed: seed of the random weights.
         options: per-method options, e.g. ``{"gradcam": {"layer": "Conv2D_2"}}``.
         progress: ``progress(done, total)`` after each stage.
@@ -177,18 +220,23 @@ def sanity_check(
     Returns:
         A :class:`SanityResult`; targets are the trained model's predicted classes.
     """
-    from convscope.explain import make_method  # local: the package imports this module
-
+    methods = list(methods) if methods is not None else sanity_methods()
+    if not methods:
+        raise ValueError("the sanity check needs at least one method")
     options = options or {}
     work = copy.deepcopy(model)
-    layers = list(layers) if layers is not None else randomisable_layers(work)
+    layers = list(layers) if layers is not None else randomisable_layers(work, tuple(inputs.shape[1:]))
+    modules = dict(work.named_modules())
+    unknown = [name for name in layers if name not in modules or name == ""]
+    if unknown:
+        raise ValueError(f"cannot randomise {unknown}: not layers of the model; e.g. {', '.join(randomisable_layers(work, tuple(inputs.shape[1:]))[:6])}")
     targets = predicted_classes(model, inputs)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     stages = ["original", *layers]
     maps: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
     for stage_index, stage in enumerate(stages):
         if stage_index > 0:
-            randomise_layer(dict(work.named_modules())[stage], generator)
+            randomise_layer(modules[stage], generator)
         for method in methods:
             explainer, rest = make_method(work, method, **options.get(method, {}))
             maps[method].append(explainer.attribute(inputs, targets, **rest).detach().cpu())

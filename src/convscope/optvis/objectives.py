@@ -267,34 +267,18 @@ def l1() -> Objective:
     return Objective(lambda a, x: _spatial_mean(x.abs()), (), "L1")
 
 
-def parse_objective(text: str) -> Objective:
+def parse_objective(text: str, model: nn.Module | None = None) -> Objective:
     """Objective from CLI text: ``"Conv2D_3:56"`` (map), ``"Conv2D_3:56@1,1"``
     (unit), ``"Conv2D_3"`` (whole layer), ``"logits:4"`` (class logit), or a sum
-    of weighted terms ``"Conv2D_3 + 0.5*Conv2D_2:7"``."""
-    total: Objective | None = None
-    for raw_term in text.replace("-", "+-").split("+"):
-        term = raw_term.strip()
-        if not term:
-            continue
-        weight = 1.0
-        if term.startswith("-"):
-            weight, term = -1.0, term[1:].strip()
-        if "*" in term:
-            factor, term = term.split("*", 1)
-            try:
-                weight *= float(factor)
-            except ValueError as exc:
-                raise ValueError(f"cannot read weight {factor!r} in objective {text!r}") from exc
-            term = term.strip()
-        address = parse_address(term)
-        if address.layer == "logits" and address.map_index is not None:
-            piece = class_logit(address.map_index)
-        elif address.map_index is None:
-            piece = layer(address.layer)
-        else:
-            piece = channel(address)
-        piece = piece if weight == 1.0 else weight * piece
-        total = piece if total is None else total + piece
-    if total is None:
-        raise ValueError(f"empty objective {text!r}")
-    return total
+    of weighted terms ``"Conv2D_3 + 0.5*Conv2D_2:7 - 1e-3*Conv2D_1"``.
+
+    Read strictly (:mod:`convscope.optvis.objective_text`): weights are finite plain
+    numbers (``nan``, ``inf`` refused), any number of terms (one flat sum), long texts
+    never echoed whole; addresses checked against ``model`` when given.
+
+    Raises:
+        ValueError (``ObjectiveTextError``): with one message naming the problem.
+    """
+    from convscope.optvis.objective_text import parse_objective_text
+
+    return parse_objective_text(text, model)

@@ -1,15 +1,20 @@
-"""Attribution figures: input / map / overlay, all ten classes on one scale, a
-side-by-side comparison of methods, and the sanity-check figure.
+"""Attribution figures: input / map / overlay, every class on one scale, a
+side-by-side comparison of methods, a gallery of images × methods, and the
+sanity-check figure.
 
-Inputs are drawn as they are — single-channel grayscale, pixelated
-(``interpolation="nearest"``). Signed maps use a diverging colormap centred on
-0 (red = raises the target, blue = lowers it); unsigned maps (Grad-CAM) use a
-sequential one. Renderers never run a model.
+Inputs are drawn as they are — gray images in grayscale, RGB images in colour,
+pixelated (``interpolation="nearest"``). An RGB attribution ``(3, H, W)`` is shown
+as the sum over its channels (the usual choice: one signed number per pixel; the
+per-channel values stay in the arrays). Signed maps use a diverging colormap
+centred on 0 (red = raises the target, blue = lowers it); unsigned maps
+(Grad-CAM) use a sequential one. Renderers never run a model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+
+import math
 
 import numpy as np
 from matplotlib import colormaps, colors
@@ -32,7 +37,27 @@ def _as_map(values) -> np.ndarray:
 
 
 def _as_image(image) -> np.ndarray:
+    """A drawable picture: ``(H, W)`` gray or ``(H, W, 3)`` RGB.
+
+    Accepts uint8 pictures ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)``, channels-first
+    ``(1, H, W)`` / ``(3, H, W)``, or float model inputs ``(C, H, W)`` (an RGB one is
+    stretched to 0..1 for display; a gray one is drawn with its own range)."""
     array = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    while array.ndim > 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim == 3:
+        if array.shape[-1] in (1, 3) and array.shape[0] not in (1, 3):
+            array = np.moveaxis(array, -1, 0)  # channels last -> first
+        if array.shape[0] == 1:
+            return array[0]
+        if array.shape[0] != 3:
+            raise ValueError(f"cannot draw an image of shape {array.shape}: give (H, W), (H, W, 3) or (3, H, W)")
+        rgb = np.moveaxis(array, 0, -1)
+        if rgb.dtype == np.uint8:
+            return rgb
+        rgb = rgb.astype(np.float64)
+        low, high = float(rgb.min()), float(rgb.max())
+        return (rgb - low) / (high - low) if high > low else np.zeros_like(rgb)
     return array.reshape(array.shape[-2:])
 
 
@@ -45,8 +70,11 @@ def _scale(maps: Sequence[np.ndarray], signed: bool) -> tuple[float, float]:
 
 
 def _show_input(ax, image: np.ndarray, title: str) -> None:
-    ax.imshow(image, cmap="gray", interpolation="nearest", vmin=0 if image.dtype == np.uint8 else None,
-              vmax=255 if image.dtype == np.uint8 else None)
+    if image.ndim == 3:  # RGB, in colour
+        ax.imshow(image, interpolation="nearest")
+    else:
+        ax.imshow(image, cmap="gray", interpolation="nearest", vmin=0 if image.dtype == np.uint8 else None,
+                  vmax=255 if image.dtype == np.uint8 else None)
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -87,12 +115,12 @@ def explanation_figure(
     image_title: str = "input",
     note: str = "",
 ) -> Figure:
-    """Three panels: the input (grayscale), the map with its colourbar, and the map
-    over the input.
+    """Three panels: the input (gray or colour), the map with its colourbar, and the
+    map over the input.
 
     Args:
-        image: ``(28, 28)`` uint8 input (or a float model input).
-        attribution: ``(C, H, W)`` / ``(H, W)`` map.
+        image: uint8 picture ``(H, W)`` / ``(H, W, 3)`` (or a float model input ``(C, H, W)``).
+        attribution: ``(C, H, W)`` / ``(H, W)`` map (channels summed).
         signed: diverging colormap centred on 0, else sequential.
         method_title: method name for the titles.
         target_text: what was explained, e.g. ``"class 4"`` or ``"Conv2D_3:56"``.
@@ -112,6 +140,16 @@ def explanation_figure(
     return fig
 
 
+#: at most this many class panels in :func:`all_classes_figure` (the most probable ones)
+MAX_CLASS_PANELS = 40
+
+
+def class_label(index: int, class_names: Sequence[str] | None = None) -> str:
+    """``"class 4"`` for digit names (or without names), ``"class 5 Sandal"`` otherwise."""
+    name = class_names[index] if class_names is not None and 0 <= index < len(class_names) else str(index)
+    return f"class {index}" if name == str(index) else f"class {index} {name}"
+
+
 def all_classes_figure(
     image,
     attributions,
@@ -121,28 +159,40 @@ def all_classes_figure(
     method_title: str = "attribution",
     image_title: str = "input",
     label: int | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> Figure:
-    """The input and one map per class (0–9) side by side on ONE shared colour
-    scale, so the maps can be compared directly.
+    """The input and one map per class side by side on ONE shared colour scale, so
+    the maps can be compared directly (any number of classes: 5 per row up to 10
+    classes, 8 per row beyond; above :data:`MAX_CLASS_PANELS` classes the most
+    probable ones are drawn, in class order).
 
     Args:
-        image: ``(28, 28)`` input.
-        attributions: ``(10, C, H, W)`` / ``(10, H, W)`` maps, class k in row k.
-        probabilities: ``(10,)`` softmax outputs, shown in the panel titles.
+        image: the input picture (gray or RGB).
+        attributions: ``(K, C, H, W)`` / ``(K, H, W)`` maps, class k in row k.
+        probabilities: ``(K,)`` softmax outputs, shown in the panel titles.
         signed: diverging colormap centred on 0, else sequential.
         label: true class (marked in the titles), if known.
+        class_names: names for the titles (default: the class numbers).
     """
     img = _as_image(image)
     maps = [_as_map(a) for a in attributions]
-    vmin, vmax = _scale(maps, signed)
+    n = len(maps)
+    shown = list(range(n))
+    if n > MAX_CLASS_PANELS:
+        order = np.argsort(-np.asarray(probabilities), kind="stable") if probabilities is not None else np.arange(n)
+        shown = sorted(int(k) for k in order[:MAX_CLASS_PANELS])
+    vmin, vmax = _scale([maps[k] for k in shown], signed)
     predicted = int(np.argmax(probabilities)) if probabilities is not None else None
-    fig = new_figure(figsize=(13.5, 3.4), layout="constrained")
-    grid = fig.add_gridspec(2, 7, width_ratios=[1.6, 1, 1, 1, 1, 1, 0.08])
+    cols = min(len(shown), 5 if len(shown) <= 10 else 8)
+    rows = max(1, math.ceil(len(shown) / cols))
+    fig = new_figure(figsize=(2.2 * 1.6 + 2.2 * cols, 0.4 + 1.6 * rows + 0.2 * rows), layout="constrained")
+    grid = fig.add_gridspec(rows, cols + 2, width_ratios=[1.6, *([1] * cols), 0.08])
     _show_input(fig.add_subplot(grid[:, 0]), img, image_title)
     artist = None
-    for k, values in enumerate(maps):
-        ax = fig.add_subplot(grid[k // 5, 1 + k % 5])
-        title = f"class {k}"
+    for slot, k in enumerate(shown):
+        values = maps[k]
+        ax = fig.add_subplot(grid[slot // cols, 1 + slot % cols])
+        title = class_label(k, class_names)
         if probabilities is not None:
             title += f"  p={float(probabilities[k]):.3f}"
         artist = _show_map(ax, values, signed, vmin, vmax, title)
@@ -153,11 +203,12 @@ def all_classes_figure(
                 spine.set_edgecolor("tab:orange")
                 spine.set_linewidth(2.5)
     if artist is not None:
-        fig.colorbar(artist, cax=fig.add_subplot(grid[:, 6]), label="shared scale")
+        fig.colorbar(artist, cax=fig.add_subplot(grid[:, cols + 1]), label="shared scale")
     legend = "green ◀ = predicted"
     if label is not None:
         legend += ", orange frame = true label"
-    fig.suptitle(f"{method_title} for every class, one shared colour scale ({legend})", fontsize=11)
+    which = "every class" if len(shown) == n else f"the {len(shown)} most probable of {n} classes"
+    fig.suptitle(f"{method_title} for {which}, one shared colour scale ({legend})", fontsize=11)
     return fig
 
 
@@ -186,6 +237,32 @@ def methods_figure(
     return fig
 
 
+def gallery_figure(
+    images: Sequence[object],
+    maps: Mapping[str, tuple[object, bool]],
+    *,
+    image_titles: Sequence[str] | None = None,
+    title: str = "",
+) -> Figure:
+    """Several images × several methods: one row per image (the input, then each
+    method's overlay on it). ``maps = {method title: (stack (N, C, H, W), signed)}``.
+    Each panel has its own symmetric scale (methods' units differ, and so do
+    images' ranges); the maps are drawn over the input so that where they fall
+    on the object can be read directly."""
+    n = len(images)
+    columns = len(maps) + 1
+    fig, axes = new_subplots(n, columns, figsize=(2.1 * columns, 2.2 * n + 0.6), layout="constrained", squeeze=False)
+    for row, image in enumerate(images):
+        img = _as_image(image)
+        _show_input(axes[row, 0], img, image_titles[row] if image_titles is not None else "input")
+        for col, (method_title, (stack, signed)) in enumerate(maps.items(), start=1):
+            values = _as_map(stack[row])
+            vmin, vmax = _scale([values], signed)
+            _show_overlay(axes[row, col], img, values, signed, vmin, vmax, method_title if row == 0 else "")
+    fig.suptitle(title or "attributions (each panel scaled to its own peak; red +, blue −)", fontsize=11)
+    return fig
+
+
 def sanity_figure(result, *, image=None, image_index: int = 0, image_title: str = "input") -> Figure:
     """The cascading randomisation test: similarity curves (Spearman of |attr|, SSIM)
     per method, and every method's |map| for one image at every stage (each map
@@ -193,7 +270,7 @@ def sanity_figure(result, *, image=None, image_index: int = 0, image_title: str 
 
     Args:
         result: a :class:`convscope.explain.sanity.SanityResult`.
-        image: the ``(28, 28)`` input of ``image_index`` (drawn at the row starts).
+        image: the picture of ``image_index`` (gray or RGB; drawn at the row starts).
         image_index: which image's maps to show.
     """
     stages = result.stages

@@ -641,37 +641,18 @@ def explain_methods() -> list[str]:
 
 
 def run_explanation(model: nn.Module, item: InputImage, method: str, target: Any, options: dict[str, Any]) -> dict[str, Any]:
-    """One explanation of one input: the attributions ``(C, H, W)`` float32, the
-    resolved target, whether signs matter, the method's title and the
-    integrated-gradients convergence delta.
+    """One explanation of one input through the application layer
+    (:func:`convscope.app.explain.explain_image`; each method takes the options it
+    understands): the attributions ``(C, H, W)`` float32, the resolved target, whether
+    signs matter, the method's title and the integrated-gradients convergence delta
+    (the largest absolute one, or ``None``)."""
+    from convscope.app.explain import explain_image
 
-    Through the application layer's :func:`convscope.app.explain.explain_image` (each
-    method takes the options it understands) where this installation has it, else
-    through :func:`convscope.explain.explain`.
-    """
-    try:
-        from convscope.app.explain import explain_image
-    except ImportError:
-        explain_image = None
-    if explain_image is not None:
-        run = explain_image(model, np.asarray(item.image), [method], targets=[target], options=options,
-                            source=item.source).runs[0]
-        delta = run.delta
-        return {"attributions": run.attributions[0].numpy(), "target": run.target, "signed": bool(run.signed),
-                "title": str(run.title), "delta": None if delta is None else float(delta.abs().max())}
-    from convscope.explain import explain
-    from convscope.inference import to_input
-
-    x = to_input(model, np.asarray(item.image)[None])
-    result = explain(model, x, method, target=target, **options)
-    delta = getattr(result, "delta", None)
-    return {
-        "attributions": result.attributions[0].detach().float().cpu().numpy(),
-        "target": result.target,
-        "signed": bool(result.signed),
-        "title": str(result.params.get("title", method)),
-        "delta": None if delta is None else float(torch.as_tensor(delta).abs().max()),
-    }
+    run = explain_image(model, np.asarray(item.image), [method], targets=[target], options=options,
+                        source=item.source).runs[0]
+    delta = run.delta
+    return {"attributions": run.attributions[0].numpy(), "target": run.target, "signed": bool(run.signed),
+            "title": str(run.title), "delta": None if delta is None else float(delta.abs().max())}
 
 
 __all__ = ["DEFAULT_MAX_BODY", "Explorer", "Job", "RequestError", "b64", "encode_array", "explain_methods", "run_explanation"]

@@ -45,7 +45,11 @@
             probabilities: data.probabilities, predicted: data.predicted, predictedName: data.predicted_name, layers: layers};
   }
   function inputShape() { return S.model.spec.input_shape; }
-  function shownLayers() { return S.model.layers.filter(function (l) { return l.kind !== 'other'; }); }
+  // conv, pool and dense layers, and any other layer whose output is maps (C, H, W): batch-norm, activations…
+  // (other layers with flat outputs — Flatten, Dropout — only repeat their input's values)
+  function shownLayers() {
+    return S.model.layers.filter(function (l) { return l.kind !== 'other' ? l.shape.length === 1 || l.shape.length === 3 : l.shape.length === 3; });
+  }
   function layerInfo(name) { return S.model.layers.filter(function (l) { return l.name === name; })[0]; }
   function pixelsToRows(pixels) {  // uint8 H*W*C -> nested rows for JSON
     var sh = inputShape(), C = sh[0], H = sh[1], W = sh[2], rows = [];

@@ -101,6 +101,7 @@ def test_drawing_shows_what_predict_says(watched, tmp_path):
     w = watched
     w.open(w.server.url)
     assert w.value("document.getElementById('pad').hidden") is False
+    assert w.page.locator("#pad").is_visible() and not w.page.locator("#drop").is_visible()
     w.stroke([(0.55, 0.15), (0.5, 0.5), (0.45, 0.85)])
     w.settled()
     first = w.value("document.querySelector('canvas[data-layer=\"Conv2D_1\"]').toDataURL()")
@@ -218,7 +219,9 @@ def test_rgb_model_gets_an_upload_pad(browser, mnist_dir, tmp_path):
         w = Watched(browser, rgb)
         w.open(rgb.url)
         assert w.value("document.getElementById('pad').hidden") is True
+        assert not w.page.locator("#pad").is_visible()  # hidden on screen too, not only in the DOM
         assert w.value("document.getElementById('drop').hidden") is False
+        assert w.page.locator("#drop").is_visible()
         assert w.value("document.getElementById('random').disabled") is True  # no dataset
         photo = tmp_path / "photo.png"
         Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(photo)

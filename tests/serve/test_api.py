@@ -76,7 +76,7 @@ def test_forward_of_a_file_is_what_predict_and_activations_give(server, shipped_
     assert np.array_equal(seen, prepared.image)
     expected = inside.predict(shipped_model, [prepared.image]).predictions[0].probabilities
     assert np.allclose(data["probabilities"], np.asarray(expected), atol=1e-6)
-    assert data["predicted"] == int(np.argmax(expected))
+    assert data["predicted"] == int(np.asarray(expected).argmax())
     acts = inside.activations(shipped_model, prepared.image, "all")
     assert set(data["layers"]) == {"Conv2D_1", "Max_Pool_1", "Conv2D_2", "Max_Pool_2", "Conv2D_3", "Flatten", "Dense_1",
                                    "Dense_2"}

@@ -78,7 +78,7 @@ def _js_forward(page, program: dict, images: np.ndarray) -> dict:
 
 def _torch_outputs(model: nn.Module, images: np.ndarray) -> dict[str, np.ndarray]:
     from convscope.inside import layer_activations
-    from convscope.inside.layers import model_layers
+    from convscope.layers import model_layers
 
     names = [layer.name for layer in model_layers(model)]
     outputs = layer_activations(model, images, names + ["logits", "probabilities"])

@@ -43,8 +43,8 @@ def _floats(entry: dict) -> np.ndarray:
 
 
 def test_health_and_model(server, shipped_model):
-    from convscope.inside.layers import model_layers
-    from convscope.inside.receptive_field import receptive_fields
+    from convscope.layers import model_layers
+    from convscope.receptive_field import receptive_fields
 
     status, health, _ = server.request("GET", "/api/health")
     assert status == 200 and health["status"] == "ok" and health["name"] == "seed_cnn"
@@ -177,7 +177,7 @@ def _wait_job(server, job: dict, timeout: float = 120) -> dict:
 
 def test_card_oip_and_topk_jobs(server, shipped_model, test_split):
     from convscope.inside import conv_filters, layer_activations
-    from convscope.inside.receptive_field import receptive_fields
+    from convscope.receptive_field import receptive_fields
 
     status, card, _ = server.request("GET", "/api/card?layer=Conv2D_2&map=5")
     assert status == 200 and card["anchor"] == "Conv2D_2-5" and card["oip"] is None and card["topk"] is None

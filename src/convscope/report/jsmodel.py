@@ -5,7 +5,7 @@ static atlas its draw pad, and that the explorer page shares).
 :func:`forward_program` walks the model's module tree and writes one small
 operation per layer (``conv2d``, ``maxpool2d``, ``linear``, ``relu`` …), a
 ``mark`` after each layer the page shows (the layers of
-:func:`convscope.inside.layers.model_layers`), and every weight as one float32
+:func:`convscope.layers.model_layers`), and every weight as one float32
 little-endian buffer, base64-encoded (Model A: 208,982 numbers, 836 kB as float32,
 1.1 MB as base64)::
 
@@ -230,7 +230,7 @@ def forward_program(model: nn.Module) -> dict[str, Any]:
         JSForwardUnsupported: a module the page cannot run (named in the message),
             or a layer whose output the program does not reach.
     """
-    from convscope.inside.layers import model_layers
+    from convscope.layers import model_layers
     from convscope.spec import spec_of
 
     spec = spec_of(model)

@@ -123,7 +123,7 @@ class Explorer:
         oip_profile: str = "full",
         split_note: str | None = None,
     ) -> None:
-        from convscope.inside.layers import model_layers
+        from convscope.layers import model_layers
         from convscope.models.twin import frozen_twin
         from convscope.spec import spec_of
 
@@ -171,7 +171,7 @@ class Explorer:
         """Receptive field of every position of every spatial layer:
         ``{layer: {"method", "table": (H', W', 4) nested list}}``."""
         if self._fields is None:
-            from convscope.inside.receptive_field import receptive_fields
+            from convscope.receptive_field import receptive_fields
 
             out: dict[str, Any] = {}
             for layer in self.layers:

@@ -380,7 +380,17 @@ def atlas_view(
         total_stage_seconds=sum(t.seconds for t in timings), alive=alive or "—",
         goto_example=f"{plan.conv_layers[-1]}:0" if plan.conv_layers else (plan.layers[0] + ":0" if plan.layers else ""),
         built=provenance["built"], version=__version__, dataset=str(env.split.dataset), pages=pages,
+        draw=_draw(results, env),
     )
+
+
+def _draw(results: dict[str, Any], env: Env) -> dict[str, Any] | None:
+    """The draw pad (:func:`convscope.report.views.draw_view`) with the activation
+    stage's sample images (one per class) to start from."""
+    acts: st.Activations | None = results.get("activations")
+    indices = list(acts.samples) if acts is not None else []
+    labels = [int(env.split.labels[i]) for i in indices]
+    return vw.draw_view(env.model, [env.split.images[i] for i in indices], [f"test:{i}" for i in indices], labels)
 
 
 def write_pages(

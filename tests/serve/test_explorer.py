@@ -66,7 +66,7 @@ def test_tuple_output_model_and_no_dataset():
 def _fake_atlas(folder, model, layer: str, maps: int) -> bytes:
     """An atlas folder holding a stored OIP stage and a top-k stage for ``layer``."""
     from convscope.report import images as img
-    from convscope.report.build import _state_hash
+    from convscope.report.build import model_sha256
     from convscope.report.cache import StageCache
     from convscope.report.stages import LayerOIPs, TopK
 
@@ -83,7 +83,7 @@ def _fake_atlas(folder, model, layer: str, maps: int) -> bytes:
                        f"rects/{layer}": np.zeros((maps, 3, 4), np.int16)},
                images={"strip/x/0": b"png"})
     cache.save("topk", "k2" * 32, top, 1.0)
-    (folder / "atlas.json").write_text(json.dumps({"provenance": {"model_sha256": _state_hash(model)}}))
+    (folder / "atlas.json").write_text(json.dumps({"provenance": {"model_sha256": model_sha256(model)}}))
     return picture
 
 

@@ -4,7 +4,7 @@
 explorer shows the atlas' own pictures instead of computing them again.
 
 Only an atlas of the same model is used: ``DIR/atlas.json`` records the SHA-256 of
-the model's tensors and spec (:func:`convscope.report.build._state_hash`), and a
+the model's tensors and spec (:func:`convscope.report.build.model_sha256`), and a
 different model is refused with a note (the explorer then computes on demand).
 """
 
@@ -29,7 +29,7 @@ class AtlasSource:
     """
 
     def __init__(self, folder: Path, model: nn.Module) -> None:
-        from convscope.report.build import _state_hash
+        from convscope.report.build import model_sha256
         from convscope.report.cache import StageCache
 
         self.folder = Path(folder)
@@ -45,7 +45,7 @@ class AtlasSource:
         except (OSError, ValueError, KeyError, TypeError):
             self.note = f"{self.folder} holds no atlas.json (build one with convscope report --out {self.folder})"
             return
-        if recorded != _state_hash(model):
+        if recorded != model_sha256(model):
             self.note = (f"the atlas in {self.folder} was built for another model (or other weights); its OIPs and "
                          "top-k examples are not used")
             return

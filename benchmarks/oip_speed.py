@@ -26,12 +26,13 @@ import torch
 from torch import nn
 
 from convscope.address import layer_output_shapes
+from convscope.layers import conv_layers
 from convscope.models import load_model
 from convscope.models.twin import input_extent
 from convscope.optvis import objectives as obj
 from convscope.optvis.ascent import reference_ascent
 from convscope.optvis.init import random_initial_images
-from convscope.optvis.oip import compute_oips, conv_layers
+from convscope.optvis.oip import compute_oips
 
 
 def matmul_gflops(size: int = 1024, repeats: int = 20) -> float:

@@ -123,7 +123,7 @@ def make_dataset(folder: Path, count: int = 64, seed: int = 0) -> Path:
 def oip_tasks(model: nn.Module, steps: int, chunk: int, candidates: int) -> list[StageTask]:
     """One ``stage_oip_chunk`` task per ``chunk`` maps of every conv layer (the atlas' chunks)."""
     from convscope.address import layer_output_shapes
-    from convscope.optvis.oip import conv_layers
+    from convscope.layers import conv_layers
 
     shapes = layer_output_shapes(model)
     params = {"steps": steps, "epsilon": 0.04, "criterion": 0.0, "report_steps": 2, "candidates": candidates,

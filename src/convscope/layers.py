@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from convscope.address import PSEUDO_LAYERS, layer_output_shapes
+from convscope.spec import SpecError
 
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
@@ -77,9 +78,37 @@ def model_layers(model: nn.Module) -> list[LayerInfo]:
             if name not in PSEUDO_LAYERS]
 
 
-def conv_layer_names(model: nn.Module) -> list[str]:
-    """Layers of kind ``"conv"`` (see :func:`model_layers`)."""
-    return [layer.name for layer in model_layers(model) if layer.kind == "conv"]
+def layer_kinds(model: nn.Module) -> dict[str, str]:
+    """``{name: kind}`` for every module the forward pass calls, nested ones included
+    (kinds as in :class:`LayerInfo`), in definition order."""
+    shapes = layer_output_shapes(model)
+    return {name: _kind(module, tuple(shapes[name])) for name, module in model.named_modules()
+            if name and name in shapes and name not in PSEUDO_LAYERS}
+
+
+def conv_layers(model: nn.Module) -> list[str]:
+    """The model's convolutions, addressable, in forward order: what OIPs visualise
+    and whose kernels ``filters`` draws.
+
+    Each layer of :func:`model_layers` that holds exactly one ``nn.Conv2d`` gives its
+    own name (``Conv2D_1`` … ``Conv2D_3`` for Model A: the post-ReLU blocks); a layer
+    holding several gives the dotted names of its convolutions (``stages.0.body.0``,
+    ``stages.0.conv2`` in a residual block). Only outputs with maps ``(C, H, W)``
+    count. Without a spec (no forward pass possible): the top-level modules in
+    registration order, unchecked.
+    """
+    modules = dict(model.named_modules())
+    try:
+        shapes: dict | None = layer_output_shapes(model)
+        layers = [layer.name for layer in model_layers(model)]
+    except (SpecError, RuntimeError):
+        shapes, layers = None, [name for name, _ in model.named_children()]
+    names: list[str] = []
+    for name in layers:
+        convs = [sub for sub, m in modules[name].named_modules() if isinstance(m, nn.Conv2d)]
+        found = [name] if len(convs) == 1 else [f"{name}.{sub}" for sub in convs]
+        names.extend(n for n in found if shapes is None or len(shapes.get(n, ())) == 3)
+    return names
 
 
 def first_conv_layer(model: nn.Module) -> str:
@@ -112,4 +141,24 @@ def compare_layers(model: nn.Module) -> list[str]:
     return list(dict.fromkeys(chosen))
 
 
-__all__ = ["LayerInfo", "compare_layers", "conv_layer_names", "first_conv_layer", "last_conv_layer", "model_layers"]
+def atlas_layers(model: nn.Module) -> list[str]:
+    """The layers that get a section in the atlas: the convolutions
+    (:func:`conv_layers`) and the hidden dense layers (every dense layer but the one
+    that gives the logits). ``Conv2D_1 … Conv2D_3, Dense_1`` for Model A."""
+    shapes = layer_output_shapes(model)
+    kinds = layer_kinds(model)
+    top = {name for name, _ in model.named_children()}
+    modules = dict(model.named_modules())
+    if isinstance(model, nn.Sequential):
+        dense = [n for n, k in kinds.items() if k == "dense" and n in top]
+    else:  # leaf Linear modules only, not their containers
+        dense = [n for n, k in kinds.items() if k == "dense" and isinstance(modules[n], nn.Linear)]
+    logits = shapes.get("logits")
+    hidden = [n for n in dense if shapes[n] != logits][: max(0, len(dense) - 1)]
+    return conv_layers(model) + hidden
+
+
+__all__ = [
+    "LayerInfo", "atlas_layers", "compare_layers", "conv_layers", "first_conv_layer", "last_conv_layer", "layer_kinds",
+    "model_layers",
+]

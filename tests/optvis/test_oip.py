@@ -11,8 +11,9 @@ from click.testing import CliRunner
 
 from convscope.address import AddressError
 from convscope.cli import main
+from convscope.layers import conv_layers
 from convscope.optvis import objectives as obj
-from convscope.optvis.oip import compute_oips, conv_layers
+from convscope.optvis.oip import compute_oips
 from convscope.optvis.precursor import precursor_starts, score_maps
 from convscope.optvis.strategies import class_patterns, coarse_to_fine_ascent
 

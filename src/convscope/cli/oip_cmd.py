@@ -154,7 +154,7 @@ def oip(layer, maps, all_maps, all_layers, strategy, precursor, candidates, data
         fail(f"--layer {layer} already names a map; drop the ':MAP' part to use --map/--all")
     if not (maps or all_maps or all_layers) and ":" not in layer:
         fail(f"say which maps: --map N (e.g. --map 120), --all for every map of {layer}, or --all-layers")
-    from convscope.optvis.oip import conv_layers
+    from convscope.layers import conv_layers
 
     try:
         jobs = [(name, None) for name in conv_layers(model)] if all_layers else [(layer, list(maps) if maps else None)]

@@ -23,8 +23,8 @@ from convscope.inside.class_patterns import (
     ClassComparison, Examples, PatternMarks, Separation, class_separation, compare_classes, pattern_categories,
     pattern_marks, pick_examples,
 )
-from convscope.inside.filters import FilterBank, conv_filters, conv_layers
-from convscope.layers import LayerInfo, compare_layers, first_conv_layer, last_conv_layer, model_layers
+from convscope.inside.filters import FilterBank, conv_filters
+from convscope.layers import LayerInfo, compare_layers, conv_layers, first_conv_layer, last_conv_layer, model_layers
 from convscope.inside.mistakes import Mistakes, select_mistakes
 from convscope.inside.predictions import Prediction, predict_images
 from convscope.receptive_field import (

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from convscope.address import AddressError, find_module, layer_names, parse_address
+from convscope.layers import conv_layers
 
 
 @dataclass(frozen=True)
@@ -31,32 +32,6 @@ class FilterBank:
     def limit(self) -> float:
         """Largest absolute weight: the symmetric colour scale is ``[-limit, limit]``."""
         return float(self.weights.abs().max()) if self.weights.numel() else 0.0
-
-
-def conv_layers(model: nn.Module) -> list[str]:
-    """Addressable names of the model's convolutions, in forward order: each conv
-    layer of :func:`convscope.layers.model_layers` that holds exactly one
-    ``nn.Conv2d`` (``Conv2D_1`` … for Model A), else the dotted names of the
-    convolutions inside it (``stages.0.body.0``, ``stages.0.conv2`` in a residual
-    block). Without a spec (no forward pass possible): the modules in
-    registration order."""
-    from convscope.layers import model_layers
-    from convscope.spec import SpecError
-
-    modules = dict(model.named_modules())
-    try:
-        layers = [layer.name for layer in model_layers(model)]
-    except (SpecError, RuntimeError):
-        layers = [name for name, _ in model.named_children()]
-    names: list[str] = []
-    for name in layers:
-        module = modules[name]
-        convs = [sub for sub, m in module.named_modules() if isinstance(m, nn.Conv2d)]
-        if len(convs) == 1:
-            names.append(name)
-        else:
-            names.extend(f"{name}.{sub}" for sub in convs)
-    return names
 
 
 def conv_filters(model: nn.Module, layer: str) -> FilterBank:

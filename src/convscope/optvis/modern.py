@@ -160,7 +160,7 @@ def diversity_layer(model: nn.Module, layer_name: str) -> str:
     """The layer whose Gram matrices the diversity penalty compares for OIPs of
     ``layer_name``: the conv layer before it (``Conv2D_2`` for ``Conv2D_3``, as in
     ``benchmarks/oip_options.py``), or ``layer_name`` itself for the first one."""
-    from convscope.optvis.oip import conv_layers  # local: oip imports this package's ascent
+    from convscope.layers import conv_layers
 
     order = [name for name, _ in model.named_children()]
     if layer_name not in order:

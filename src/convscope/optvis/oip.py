@@ -195,23 +195,4 @@ def merge_results(results: list[AscentResult]) -> AscentResult:
     )
 
 
-def conv_layers(model: nn.Module) -> list[str]:
-    """The layers whose maps OIPs visualise, in forward order.
-
-    For a sequential model (the convscope models, Keras imports): the top-level
-    layers whose output has maps (``(C, H, W)``) and that hold a convolution —
-    ``["Conv2D_1", "Conv2D_2", "Conv2D_3"]`` for Model A (post-ReLU blocks). For any
-    other model: every ``nn.Conv2d`` module the forward pass calls (dotted names).
-    """
-    shapes = layer_output_shapes(model)
-    if isinstance(model, nn.Sequential):
-        names = [
-            name for name, module in model.named_children()
-            if len(shapes.get(name, ())) == 3 and any(isinstance(m, nn.Conv2d) for m in module.modules())
-        ]
-        if names:
-            return names
-    return [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d) and len(shapes.get(name, ())) == 3]
-
-
-__all__ = ["LayerOIPs", "compute_oips", "conv_layers", "merge_results", "validate_maps"]
+__all__ = ["LayerOIPs", "compute_oips", "merge_results", "validate_maps"]

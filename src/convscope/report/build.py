@@ -31,6 +31,7 @@ import torch
 
 from convscope import __version__
 from convscope.io import atomic_write_bytes, atomic_write_text, write_json
+from convscope.layers import atlas_layers, layer_kinds
 from convscope.progress import Progress, silent
 from convscope.report import stages as st
 from convscope.report import views as vw
@@ -136,8 +137,8 @@ def resolve_layers(model: torch.nn.Module, layers: list[str] | None) -> list[str
     """
     from convscope.address import layer_output_shapes, resolve_address
 
-    kinds = st.layer_kinds(model)
-    names = st.default_layers(model) if not layers else list(dict.fromkeys(resolve_address(model, t).layer for t in layers))
+    kinds = layer_kinds(model)
+    names = atlas_layers(model) if not layers else list(dict.fromkeys(resolve_address(model, t).layer for t in layers))
     shapes = layer_output_shapes(model)
     valid = [n for n, k in kinds.items() if k in ("conv", "pool", "dense") and n in shapes]
     bad = [n for n in names if n not in valid]

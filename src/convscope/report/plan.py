@@ -92,15 +92,14 @@ def plan_atlas(
         history_source: where it was found (or why not).
     """
     from convscope.address import layer_output_shapes
-    from convscope.optvis.oip import conv_layers as oip_layers
-    from convscope.report.stages import layer_kinds
+    from convscope.layers import conv_layers, layer_kinds
 
     shapes = layer_output_shapes(model)
     kinds = layer_kinds(model)
-    oip_capable = set(oip_layers(model))
+    oip_capable = set(conv_layers(model))
     convs = [n for n in layers if n in oip_capable or (kinds.get(n) == "conv" and len(shapes.get(n, ())) == 3)]
     dense = [n for n in layers if kinds.get(n) == "dense"]
-    all_convs = [n for n in oip_layers(model)]
+    all_convs = conv_layers(model)
     p = profile
     stages: list[StageSpec] = [
         StageSpec("model_card", "model card: evaluation, confusion", f"{MODULE}:stage_model_card", {}, group="model"),

@@ -53,49 +53,6 @@ def _inner_progress(progress: Task | None):
     return Progress(sink=(lambda event: _tick(progress, event.completed, event.total)) if progress is not None else None)
 
 
-# ----------------------------------------------------------------------------- layers
-def layer_kinds(model: nn.Module) -> dict[str, str]:
-    """``{layer: "conv" | "pool" | "dense" | "other"}`` for every module the forward
-    pass calls, in definition order (top-level children of sequential models first)."""
-    from convscope.address import layer_output_shapes
-
-    shapes = layer_output_shapes(model)
-    kinds: dict[str, str] = {}
-    for name, module in model.named_modules():
-        if not name or name not in shapes:
-            continue
-        parts = list(module.modules())
-        if any(isinstance(m, nn.Conv2d) for m in parts) and len(shapes[name]) == 3:
-            kinds[name] = "conv"
-        elif any(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) for m in parts):
-            kinds[name] = "pool"
-        elif any(isinstance(m, nn.Linear) for m in parts) and len(shapes[name]) == 1:
-            kinds[name] = "dense"
-        else:
-            kinds[name] = "other"
-    return kinds
-
-
-def default_layers(model: nn.Module) -> list[str]:
-    """The layers that get a section: the conv layers OIPs visualise
-    (:func:`convscope.optvis.oip.conv_layers`) and the hidden dense layers (every
-    dense layer but the one that gives the logits)."""
-    from convscope.address import layer_output_shapes
-    from convscope.optvis.oip import conv_layers
-
-    convs = conv_layers(model)
-    shapes = layer_output_shapes(model)
-    top = [name for name, _ in model.named_children()]
-    kinds = layer_kinds(model)
-    dense = [n for n, k in kinds.items() if k == "dense" and (n in top or not isinstance(model, nn.Sequential))]
-    if not isinstance(model, nn.Sequential):
-        # leaf Linear modules only (not their containers)
-        dense = [n for n in dense if isinstance(dict(model.named_modules())[n], nn.Linear)]
-    logits = shapes.get("logits")
-    hidden = [n for n in dense if shapes[n] != logits][: max(0, len(dense) - 1)] if dense else []
-    return convs + hidden
-
-
 # ----------------------------------------------------------------------------- model card
 @dataclass
 class ModelCard:
@@ -793,6 +750,6 @@ def stage_dream(env: Env, params: dict, inputs: dict, progress: Task | None) -> 
 
 __all__ = [
     "Activations", "ClassPatterns", "Comparison", "Deconvnets", "Dream", "LayerOIPs", "Mistakes", "ModelCard",
-    "OIPChunk", "STAGE_VERSION", "stage_deconv", "stage_deconv_chunk", "TopK", "TopkShard", "TrainingCurves", "carve_map_for", "default_layers",
-    "find_history", "layer_kinds", "merge_topk", "most_confused_pair",
+    "OIPChunk", "STAGE_VERSION", "TopK", "TopkShard", "TrainingCurves", "carve_map_for", "find_history", "merge_topk",
+    "most_confused_pair", "stage_deconv", "stage_deconv_chunk",
 ]

@@ -505,7 +505,7 @@ class Explorer:
         """Start (or find) the computation of one map's OIP (:func:`convscope.app.oip.run_oips`
         with the atlas profile's parameters)."""
         layer, index = self.check_unit(layer, index)
-        from convscope.optvis.oip import conv_layers
+        from convscope.layers import conv_layers
 
         if layer not in conv_layers(self.model):
             raise RequestError(f"OIPs are computed for the conv layers ({', '.join(conv_layers(self.model))}); "

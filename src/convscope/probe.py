@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from convscope.address import PSEUDO_LAYERS, AddressError, LayerAddress, canonical_layer, find_module, parse_address
+from convscope.naming import PSEUDO_LAYERS, AddressError, LayerAddress, canonical_layer, find_module, parse_address
 from convscope.spec import model_output
 
 

@@ -160,7 +160,8 @@ def verify(dataset: str, data_dir: Path | None, as_json: bool) -> None:
       convscope data verify --data-dir ~/mnist
     """
     from convscope.data.download import verify_folder
-    from convscope.data.sources import DataNotFoundError, dataset_info, locate
+    from convscope.data.download import locate
+    from convscope.data.sources import DataNotFoundError, dataset_info
 
     info = dataset_info(dataset)
     try:

@@ -57,7 +57,7 @@ def _numbers(text: str | None, kind: type, flag: str) -> tuple | None:
               help="Convergence: relative loss change below this for 4 successive steps (after step 10).")
 @click.option("--early-stop/--no-early-stop", default=False, show_default=True, help="Freeze maps once converged (faster).")
 @click.option("--per-map/--no-per-map", default=None,
-              help="Write views, evolution strip and loss curve per map (default: on for single maps, off for --all).")
+              help="Write views, evolution strip and loss curve per map (default: on for listed maps, off for --all and --all-layers).")
 @click.option("--compare-strategies", is_flag=True,
               help="Also run strategy 1 on the same maps; write LAYER_strategies.png and per-map strategy-1 activation.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for all random images (same seed → same OIPs).")
@@ -139,7 +139,8 @@ def oip(layer, maps, all_maps, all_layers, strategy, precursor, candidates, data
         criterion=criterion if _given("criterion") or not modern.active else None, early_stop=early_stop,
         precursor=precursor, candidates=candidates, dataset_starts=dataset_starts,
         scales=_numbers(scales, int, "--scales"), scale_weights=_numbers(scale_weights, float, "--scale-weights"),
-        report_steps=report_steps, seed=seed, compare_strategies=compare_strategies, per_map=per_map, log=log,
+        report_steps=report_steps, seed=seed, compare_strategies=compare_strategies,
+        per_map=(not (all_maps or all_layers)) if per_map is None else per_map, log=log,
         modern=modern, given=given,
     )
     try:

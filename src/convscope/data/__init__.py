@@ -5,7 +5,8 @@ from convscope.data.datasets import DatasetError, Split, dataset_image, is_datas
 from convscope.data.download import DownloadError, download_dataset, verify_folder
 from convscope.data.idx import IdxError, read_idx, write_idx
 from convscope.data.preprocess import PREPROCESSING, preprocess, standardize
-from convscope.data.sources import DataNotFoundError, dataset_info, identify_folder, locate, search
+from convscope.data.download import locate
+from convscope.data.sources import DataNotFoundError, dataset_info, identify_folder, search
 
 __all__ = [
     "DataNotFoundError", "DatasetError", "DownloadError", "IdxError", "PREPROCESSING", "Split", "dataset_image",

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from convscope.data.idx import IdxError, read_idx
-from convscope.data.sources import SPLIT_FILES, dataset_info, file_in, locate
+from convscope.data.download import locate
+from convscope.data.sources import SPLIT_FILES, dataset_info, file_in
 
 
 class DatasetError(ValueError):

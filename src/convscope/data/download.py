@@ -29,7 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from convscope.data.idx import MAX_IDX_BYTES, IdxError, IdxScan, IdxStream, scan_idx_file
-from convscope.data.sources import DatasetInfo, download_limit, file_in, mirrors_for
+from convscope.data.sources import (
+    PACKAGED_SPLITS, SPLIT_NAMES, DataNotFoundError, DatasetInfo, cache_dir, dataset_info, download_limit, file_in,
+    mirrors_for, required_files, search,
+)
 
 USER_AGENT = "convscope-data/1 (+https://pypi.org/project/convscope)"
 CHUNK = 1 << 16
@@ -446,7 +449,71 @@ def download_dataset(
     return target
 
 
+
+def locate(
+    dataset: str = "mnist", data_dir: str | os.PathLike | None = None, *, download: bool = True,
+    split: str | None = None,
+) -> Path:
+    """Return a folder holding the IDX files of ``dataset`` (of one ``split``, or all four).
+
+    Args:
+        dataset: ``"mnist"`` or ``"fashion-mnist"``.
+        data_dir: an explicit folder; when given, only it (or its ``<dataset>/``
+            subfolder) is searched and nothing is downloaded.
+        download: allow downloading into the user cache when nothing is found.
+        split: ``"train"`` / ``"test"``: find that split on its own (the MNIST test
+            set also ships inside the package); ``None``: all four files.
+
+    Raises:
+        DataNotFoundError: nothing found (and download failed or was not allowed);
+            the message says where to put the files.
+    """
+    info = dataset_info(dataset)
+    needed = required_files(info.name, split)
+    what = f"{info.name} IDX files" + ("" if split is None else f" of the {split} split")
+    checks = search(info.name, data_dir, split=split)
+    for check in checks:
+        if check.usable:
+            return check.folder
+    if data_dir is not None:
+        wrong = [c for c in checks if not c.missing and not c.usable]
+        if wrong:
+            raise DataNotFoundError(
+                f"{wrong[0].folder} holds the {wrong[0].holds} files, not {info.name}; "
+                f"point --data-dir at a folder with the {info.name} IDX files (or choose --dataset {wrong[0].holds})"
+            )
+        raise DataNotFoundError(
+            f"{data_dir} does not hold the {what} ({', '.join(needed)}, raw or .gz); "
+            "point --data-dir at the folder that holds them"
+        )
+    target = cache_dir(info.name)
+    if download:
+        try:
+            download_dataset(info, target)
+            return target
+        except DownloadError as exc:
+            reason = f" Download failed: {exc}."
+        except OSError as exc:  # e.g. the cache folder is not writable
+            reason = f" Could not write the download into {target}: {exc.strerror or exc}."
+    else:
+        reason = " Downloading was not allowed."
+    searched = "; ".join(f"{c.folder} ({c.origin}: {c.reason})" for c in checks)
+    subject = f"the {info.name} files" if split is None else f"the {info.name} {SPLIT_NAMES[split]}"
+    shipped = [s for (d, s) in PACKAGED_SPLITS if d == info.name and s != split]
+    note = (
+        f" (Only the {SPLIT_NAMES[shipped[0]]} ships with convscope; the {SPLIT_NAMES[split]} is a download or "
+        "a folder of your own.)" if split is not None and shipped else ""
+    )
+    raise DataNotFoundError(
+        f"could not find {subject} and could not download {'them' if split is None else 'it'}. "
+        f"Searched: {searched}.{reason}{note} "
+        f"Fix: put the {'four files' if split is None else 'files'} ({', '.join(f + '.gz' for f in needed)}) into {target}, "
+        f"or pass --data-dir FOLDER, or set CONVSCOPE_DATA=FOLDER "
+        f"(run `convscope data where --dataset {info.name}` to see the search)."
+    )
+
 __all__ = [
+    "locate",
     "DownloadError", "FileCheck", "check_file", "clean_stale_parts", "download_dataset", "verify_content",
     "verify_folder",
 ]

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from convscope.data.idx import IdxError, scan_idx_file
+
 SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -191,8 +193,6 @@ def identify_folder(folder: str | os.PathLike) -> str | None:
         (e.g. your own data in MNIST format, or a damaged file); ``None`` when
         neither label file is there.
     """
-    from convscope.data.idx import IdxError, scan_idx_file
-
     for identity in IDENTITY_FILES:
         path = file_in(Path(folder), identity)
         if path is None:
@@ -229,8 +229,6 @@ def _packaged_problem(folder: str, dataset: str, split: str) -> str | None:
 
     Hashes the decompressed files (7.8 MB for the MNIST test set) once per process.
     """
-    from convscope.data.idx import IdxError, scan_idx_file
-
     info = dataset_info(dataset)
     for name in SPLIT_FILES[split]:
         path = file_in(Path(folder), name)
@@ -335,66 +333,3 @@ def search(dataset: str = "mnist", data_dir: str | os.PathLike | None = None, *,
     return [check_folder(origin, folder, dataset, split) for origin, folder in candidate_dirs(dataset, data_dir, split=split)]
 
 
-def locate(
-    dataset: str = "mnist", data_dir: str | os.PathLike | None = None, *, download: bool = True,
-    split: str | None = None,
-) -> Path:
-    """Return a folder holding the IDX files of ``dataset`` (of one ``split``, or all four).
-
-    Args:
-        dataset: ``"mnist"`` or ``"fashion-mnist"``.
-        data_dir: an explicit folder; when given, only it (or its ``<dataset>/``
-            subfolder) is searched and nothing is downloaded.
-        download: allow downloading into the user cache when nothing is found.
-        split: ``"train"`` / ``"test"``: find that split on its own (the MNIST test
-            set also ships inside the package); ``None``: all four files.
-
-    Raises:
-        DataNotFoundError: nothing found (and download failed or was not allowed);
-            the message says where to put the files.
-    """
-    info = dataset_info(dataset)
-    needed = required_files(info.name, split)
-    what = f"{info.name} IDX files" + ("" if split is None else f" of the {split} split")
-    checks = search(info.name, data_dir, split=split)
-    for check in checks:
-        if check.usable:
-            return check.folder
-    if data_dir is not None:
-        wrong = [c for c in checks if not c.missing and not c.usable]
-        if wrong:
-            raise DataNotFoundError(
-                f"{wrong[0].folder} holds the {wrong[0].holds} files, not {info.name}; "
-                f"point --data-dir at a folder with the {info.name} IDX files (or choose --dataset {wrong[0].holds})"
-            )
-        raise DataNotFoundError(
-            f"{data_dir} does not hold the {what} ({', '.join(needed)}, raw or .gz); "
-            "point --data-dir at the folder that holds them"
-        )
-    target = cache_dir(info.name)
-    if download:
-        from convscope.data.download import DownloadError, download_dataset
-
-        try:
-            download_dataset(info, target)
-            return target
-        except DownloadError as exc:
-            reason = f" Download failed: {exc}."
-        except OSError as exc:  # e.g. the cache folder is not writable
-            reason = f" Could not write the download into {target}: {exc.strerror or exc}."
-    else:
-        reason = " Downloading was not allowed."
-    searched = "; ".join(f"{c.folder} ({c.origin}: {c.reason})" for c in checks)
-    subject = f"the {info.name} files" if split is None else f"the {info.name} {SPLIT_NAMES[split]}"
-    shipped = [s for (d, s) in PACKAGED_SPLITS if d == info.name and s != split]
-    note = (
-        f" (Only the {SPLIT_NAMES[shipped[0]]} ships with convscope; the {SPLIT_NAMES[split]} is a download or "
-        "a folder of your own.)" if split is not None and shipped else ""
-    )
-    raise DataNotFoundError(
-        f"could not find {subject} and could not download {'them' if split is None else 'it'}. "
-        f"Searched: {searched}.{reason}{note} "
-        f"Fix: put the {'four files' if split is None else 'files'} ({', '.join(f + '.gz' for f in needed)}) into {target}, "
-        f"or pass --data-dir FOLDER, or set CONVSCOPE_DATA=FOLDER "
-        f"(run `convscope data where --dataset {info.name}` to see the search)."
-    )

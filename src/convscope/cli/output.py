@@ -119,6 +119,43 @@ def writing(out_dir: Path, *, what: str = "the results", keep_under: tuple[Path,
             raise
 
 
+class PlainLines:
+    """Progress as plain lines, for a stderr that is not a terminal (CI logs, pipes).
+
+    A task prints a line when it starts, at each tenth of its total (``tenths``), when it ends, and
+    at least every ``every`` seconds while it advances (also when it has no total),
+    with an estimate of the time left: long work is never silent, and never a flood.
+
+    Args:
+        every: seconds between lines of a task that advances slowly.
+        clock: the time source (seconds; tests pass a fake one).
+        write: where a line goes (default: stderr).
+    """
+
+    def __init__(self, *, every: float | None = None, tenths: bool = True, clock=None, write=None) -> None:
+        self.every = PLAIN_PROGRESS_SECONDS if every is None else every
+        self.tenths = tenths
+        self.clock = clock or (lambda: time.monotonic())
+        self.write = write or (lambda line: click.echo(line, err=True))
+        self.printed: dict[int, tuple[int, float]] = {}  # task -> (last tenth printed, when)
+
+    def __call__(self, event: ProgressEvent) -> None:
+        now = self.clock()
+        last_tenth, last_time = self.printed.get(event.task_id, (-1, now))
+        tenth = int(10 * event.completed / event.total) if event.total and self.tenths else last_tenth
+        due = now - last_time >= self.every and event.completed > 0
+        if event.task_id in self.printed and not (event.finished or tenth > last_tenth or due):
+            return
+        self.printed[event.task_id] = (tenth, now)
+        if event.total:
+            left = event.elapsed / event.completed * (event.total - event.completed) if event.completed else None
+            eta = f", about {_duration(left)} left" if left is not None and not event.finished else ""
+            done = f"{event.completed:g}/{event.total:g}"
+        else:
+            eta, done = "", f"{event.completed:g}"
+        self.write(f"{event.label}: {done} ({_duration(event.elapsed)}{eta})")
+
+
 @contextlib.contextmanager
 def terminal_progress(*, disable: bool = False, transient: bool = True) -> Iterator[Progress]:
     """A :class:`~convscope.progress.Progress` drawn as rich bars on stderr.
@@ -138,7 +175,7 @@ def terminal_progress(*, disable: bool = False, transient: bool = True) -> Itera
         console=console, transient=transient, disable=not interactive,
     )
     rich_ids: dict[int, int] = {}
-    printed: dict[int, tuple[int, float]] = {}  # task -> (last tenth printed, when)
+    plain = PlainLines()
 
     def sink(event: ProgressEvent) -> None:
         if disable:
@@ -149,19 +186,7 @@ def terminal_progress(*, disable: bool = False, transient: bool = True) -> Itera
             bars.update(rich_ids[event.task_id], completed=event.completed, total=event.total,
                         visible=not event.finished or not transient)
             return
-        now = time.monotonic()
-        last_tenth, last_time = printed.get(event.task_id, (-1, now))
-        tenth = int(10 * event.completed / event.total) if event.total else last_tenth
-        due = now - last_time >= PLAIN_PROGRESS_SECONDS and event.completed > 0
-        if event.task_id not in printed or event.finished or tenth > last_tenth or due:
-            printed[event.task_id] = (tenth, now)
-            if event.total:
-                left = event.elapsed / event.completed * (event.total - event.completed) if event.completed else None
-                eta = f", about {_duration(left)} left" if left is not None and not event.finished else ""
-                done = f"{event.completed:g}/{event.total:g}"
-            else:
-                eta, done = "", f"{event.completed:g}"
-            click.echo(f"{event.label}: {done} ({_duration(event.elapsed)}{eta})", err=True)
+        plain(event)
 
     progress = Progress(sink=sink)
     previous = signal.getsignal(signal.SIGINT)
@@ -235,4 +260,4 @@ def finish(result: Result, written: list[Path], as_json: bool) -> None:
         click.echo(f"Wrote {len(written)} files to {written[-1].parent}")
 
 
-__all__ = ["PLAIN_PROGRESS_SECONDS", "WRITE_ERRNOS", "check_output_folder", "finish", "terminal_progress", "write_result", "writing"]
+__all__ = ["PLAIN_PROGRESS_SECONDS", "PlainLines", "WRITE_ERRNOS", "check_output_folder", "finish", "terminal_progress", "write_result", "writing"]

@@ -166,7 +166,8 @@ def train(
     from convscope import __version__
     from convscope.data import DataNotFoundError, DatasetError, IdxError, load_split
     from convscope.device import resolve_device
-    from convscope.cli.output import writing
+    from convscope.cli.output import PlainLines, writing
+    from convscope.progress import ProgressEvent
     from convscope.io import read_json, save_figure, write_json
     from convscope.models import build_model, default_config, save_model
     from convscope.render.training import training_curves_figure
@@ -255,8 +256,18 @@ def train(
     task = progress.add_task("train", total=None, epoch=0, epochs=recipe.epochs, loss=float("nan"))
     held = "test" if recipe.val_split == 0 else "val"
 
+    # stderr not a terminal (a log, a pipe): a plain line every ~10 s within an epoch, besides the epoch lines
+    plain = None if as_json or progress.console.is_terminal else PlainLines(tenths=False)
+    epoch_started = [time.perf_counter()]
+
     def on_batch(index: int, total: int, loss: float) -> None:
         progress.update(task, completed=index + 1, total=total, loss=loss)
+        if plain is not None:
+            if index == 0:
+                epoch_started[0] = time.perf_counter()
+            epoch = progress.tasks[0].fields["epoch"]
+            plain(ProgressEvent(0, f"epoch {epoch}/{recipe.epochs}, batches", index + 1, total,
+                                elapsed=time.perf_counter() - epoch_started[0]))
 
     def on_epoch_end(current, net, _optimizer) -> None:
         # the checkpoint first: the epoch's outputs (curves, the printed line) only once it is safe

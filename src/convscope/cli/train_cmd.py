@@ -168,7 +168,7 @@ def train(
     from convscope.device import resolve_device
     from convscope.cli.output import PlainLines, writing
     from convscope.progress import ProgressEvent
-    from convscope.io import read_json, save_figure, write_json
+    from convscope.io import read_json, save_figure, track_writes, write_json
     from convscope.models import build_model, default_config, save_model
     from convscope.render.training import training_curves_figure
     from convscope.training import init_weights, train as run_training
@@ -294,7 +294,7 @@ def train(
         )
     resume_hint = f"convscope train --out {shlex.quote(str(out_dir))} --resume"
     try:
-        with progress:
+        with progress, track_writes() as run_writes:
             progress.update(task, epoch=(state.epochs_done if state else 0) + 1)
             state = run_training(
                 model, train_split, test_split, recipe, seed=seed, device=dev, state=state,
@@ -309,6 +309,10 @@ def train(
         fail(f"{exc}. Nothing of epoch {exc.epoch} was kept; {kept}. Start a new run (another --out) with a "
              f"lower --lr (this run used {recipe.lr:g}), or a gentler schedule / optimizer.")
     except CheckpointWriteError as exc:
+        if not (checkpoint_dir / "checkpoint.json").is_file():  # not one epoch saved: leave nothing behind
+            run_writes.undo()
+            fail(f"{exc}. Training stopped; nothing was kept. Free space or fix the folder's permissions (or choose "
+                 "another --out), then run the same command again.")
         fail(f"{exc}. Training stopped so that no epoch goes unsaved; free space or fix the folder's permissions, "
              f"then continue with: {resume_hint}")
     except OSError as exc:

@@ -16,10 +16,12 @@ Unwritable and full output folders are real: a read-only tmpfs (or, without root
 a folder without write permission) and a 1 MB tmpfs filled up to a few KB. Where
 the sandbox allows neither, those cases are skipped and say why.
 
-Beside the table: the option sweep (every float option of every command refuses
-``nan`` / ``inf``; every int option refuses an absurd value or is listed as
-harmless), a ``.part`` left by a killed write removed by the next run, and plain
-progress lines with an estimate at least every ~10 s when stderr is not a terminal.
+Beside the table: the ``.part`` files a killed write left are removed by the next
+run into that folder (and only those).
+(Plain progress lines when stderr is not a terminal: tests/cli/test_progress_lines.py.)
+
+Set CONVSCOPE_BAD_INPUT_TABLE=FILE to append each case's id, exit status, command and
+Error line to FILE (the table for the notes).
 """
 
 from __future__ import annotations
@@ -368,6 +370,10 @@ def test_bad_input_gives_one_clear_error_and_leaves_nothing(case: Case, tmp_path
         on_disk = _tree(full) if full is not None else set()
     output = result.stdout + result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    if os.environ.get("CONVSCOPE_BAD_INPUT_TABLE"):  # record the table (case, command, message) for notes
+        with open(os.environ["CONVSCOPE_BAD_INPUT_TABLE"], "a", encoding="utf-8") as table:
+            shown = " ".join(arg if len(arg) <= 60 else f"<{len(arg):,} characters>" for arg in case.args)
+            table.write(f"{case.id}\t{result.returncode}\t{shown}\t{(errors or ['(no Error line)'])[0]}\n")
     assert "Traceback" not in output, output[-3000:]
     assert result.returncode == case.code, f"exit {result.returncode}, expected {case.code}:\n{output[-2000:]}"
     assert len(errors) == 1, f"expected one Error: line, got {errors!r}:\n{output[-2000:]}"
@@ -382,3 +388,28 @@ def _fill(arg: str, values: dict[str, str]) -> str:
     for key, value in values.items():
         arg = arg.replace("{" + key + "}", value)
     return arg
+
+
+def test_the_next_run_removes_the_part_files_a_killed_run_left(tmp_path: Path) -> None:
+    """A ``.part`` of a dead writer, or an old one of unknown writer, is removed when a
+    command checks its output folder; a young one of unknown writer and a live
+    writer's are kept (another run may be writing them)."""
+    from click.testing import CliRunner
+
+    from convscope.cli import main
+
+    out = tmp_path / "out"
+    (out / "frames").mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # a process that has ended
+    stale = [out / f".predict_test-0.png.{dead_pid}-abc123.part", out / "frames" / f".frame_001.png.{dead_pid}-x.part"]
+    old = out / ".history.json.part"
+    kept = [out / f".dream.png.{os.getpid()}-live.part", out / ".young.json.part", out / "result.png"]
+    for path in [*stale, old, *kept]:
+        path.write_bytes(b"half")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    # a usage error after --out was read: the folder check ran, nothing else did
+    result = CliRunner().invoke(main, ["predict", "--out", str(out), "--top", "0"])
+    assert result.exit_code == 2, result.output
+    assert [path.exists() for path in stale + [old]] == [False, False, False]
+    assert all(path.exists() for path in kept)

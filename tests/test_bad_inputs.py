@@ -330,7 +330,7 @@ CASES = [
          r"cannot write the checkpoint of epoch 1 to .*full/out/checkpoint: .*No space left on device.*nothing was kept",
          free_kb=900),
     # --- poor messages ---------------------------------------------------------------------------------
-    case("layer-100k-activations", "activations --out {out} --layer", r"is too long", 1, LONG),
+    case("layer-100k-activations", "activations --out {out} --layer", r"is too long \(at most 4,096 characters\)", 1, LONG),
     case("layer-100k-topk", "topk --out {out} --layer", r"too long", 1, LONG),
     case("layer-100k-oip", "oip --out {out} --all --layer", r"no layer 'x+'… \(100,000 characters\)", 1, LONG),
     case("layer-100k-explain", "explain --method gradcam --out {out} --layer", r"100,000 characters", 1, LONG),
@@ -341,7 +341,7 @@ CASES = [
     case("map-index-50-digits", "activations --out {out} --layer", r"too large for any layer", 1, "Conv2D_3:" + "9" * 50),
     case("resume-conflicting-options", "train --out {run} --resume --lr 0.5 --architecture model_b",
          r"cannot continue the run in .* with different settings: (?=.*--lr 0\.5)(?=.*--architecture model_b)"),
-    case("resume-without-a-run", "train --out {out} --resume", r"cannot resume from .*checkpoint"),
+    case("resume-without-a-run", "train --out {out} --resume", r"nothing to resume in .*out: it holds no checkpoint/checkpoint\.json; .*leave out --resume"),
 ]
 
 

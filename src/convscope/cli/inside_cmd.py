@@ -67,7 +67,8 @@ def split_layer_texts(texts: str | Sequence[str] | None) -> list[str]:
 
 def check_length(text: str | None, what: str) -> None:
     if text is not None and len(str(text)) > MAX_TEXT:
-        fail(f"{what} {short(text, 60)!r} is too long")
+        fail(f"{what} {short(text, 60)!r} is too long (at most {MAX_TEXT:,} characters); "
+             "`convscope summary` lists the model's names")
 
 
 def prepare_out(out_dir: Path) -> None:

@@ -182,6 +182,9 @@ def train(
     checkpoint_dir = out_dir / "checkpoint"
     state = None
     if resume:
+        if not (checkpoint_dir / "checkpoint.json").is_file():
+            fail(f"nothing to resume in {out_dir}: it holds no checkpoint/checkpoint.json; point --out at the folder of "
+                 "an interrupted run, or leave out --resume to start a new run")
         try:
             meta = read_json(checkpoint_dir / "checkpoint.json")
             recorded = meta["recipe"]

@@ -14,11 +14,6 @@ from convscope.device import model_device
 from convscope.spec import model_output, spec_of
 
 
-def preprocessing_of(model: nn.Module) -> str:
-    """The preprocessing named in the model's spec."""
-    return spec_of(model).preprocessing
-
-
 def to_input(model: nn.Module, images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 images → model input ``(N, C, H, W)`` preprocessed the way ``model`` was
     trained (its spec), on the model's device.

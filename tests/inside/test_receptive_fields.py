@@ -11,7 +11,7 @@ from torch import nn
 
 import convscope
 from convscope.inside import field_geometry, receptive_field
-from convscope.inside.receptive_field import receptive_fields
+from convscope.receptive_field import receptive_fields
 from zoo import residual_net, rgb_net
 
 

@@ -288,3 +288,65 @@ def test_training_history_is_found_with_the_model_only(tmp_path):
     (elsewhere.parent / "history.json").write_text(json.dumps({"epochs": epochs}))
     beside, source = find_history(model("bbb"), str(elsewhere), [])
     assert beside["epochs"] == epochs and source == str(elsewhere.parent / "history.json")
+
+
+def test_atlas_draw_pad(atlas, shipped_model, test_split):
+    """The atlas' draw pad, offline from disk: the sample digits and a drawing made with the mouse give the
+    probabilities PyTorch gives on the same pixels, and the drawing is converted as mnistify converts it."""
+    import numpy as np
+
+    from convscope.data.user_image import mnistify
+    from convscope.inside import layer_activations
+
+    sync_api = pytest.importorskip("playwright.sync_api") if not os.environ.get("CI") else __import__(
+        "playwright.sync_api", fromlist=["sync_playwright"])
+    result, _ = atlas
+    text = result.index.read_text(encoding="utf-8")
+    assert 'id="draw"' in text and 'href="#draw"' in text
+    assert re.search(r"The model(?:'|&#39;)s 208,982 weights add 1\.1 MB to this file", text)
+    errors: list[str] = []
+    requested: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        browser = _launch(playwright)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("request", lambda r: requested.append(r.url))
+            page.goto(result.index.as_uri(), wait_until="load")
+            page.wait_for_function("window.atlasDraw && window.atlasDraw.runs >= 1", timeout=30_000)
+            sample = page.evaluate("window.atlasDraw.last")
+            assert page.evaluate("document.querySelectorAll('.draw-sample').length") == 10
+            grids = page.evaluate("Array.from(document.querySelectorAll('#draw-layers canvas')).map(c => c.dataset.layer)")
+            page.locator("#draw").scroll_into_view_if_needed()
+            box = page.locator("#draw-canvas").bounding_box()
+            page.mouse.move(box["x"] + 0.35 * box["width"], box["y"] + 0.2 * box["height"])
+            page.mouse.down()
+            for t in np.linspace(0, 1, 12)[1:]:
+                page.mouse.move(box["x"] + (0.35 + 0.3 * t) * box["width"], box["y"] + 0.2 * box["height"])
+            for t in np.linspace(0, 1, 12)[1:]:
+                page.mouse.move(box["x"] + (0.65 - 0.2 * t) * box["width"], box["y"] + (0.2 + 0.65 * t) * box["height"])
+            page.mouse.up()
+            page.wait_for_function("window.atlasDraw.last && window.atlasDraw.last.source === 'your drawing'", timeout=30_000)
+            page.wait_for_timeout(300)  # the last animation frame's conversion
+            drawn = page.evaluate("window.atlasDraw.last")
+            gray = page.evaluate("Array.from(ConvscopeForward.grayOf(document.getElementById('draw-canvas')"
+                                 ".getContext('2d').getImageData(0, 0, 280, 280).data))")
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.locator("#draw").screenshot(path=str(ARTIFACTS / "atlas-draw-pad.png"))
+        finally:
+            browser.close()
+    assert errors == []
+    assert all(url.startswith(("file:", "data:")) for url in requested)
+    assert grids == ["Conv2D_1", "Max_Pool_1", "Conv2D_2", "Max_Pool_2", "Conv2D_3", "Dense_1", "Dense_2"]
+    index = int(sample["source"].split(":")[1])
+    assert np.array_equal(np.asarray(sample["pixels"], dtype=np.uint8).reshape(28, 28), test_split.images[index])
+    converted = mnistify(np.asarray(gray, dtype=np.float64).reshape(280, 280)).image
+    pixels = np.asarray(drawn["pixels"], dtype=np.uint8).reshape(28, 28)
+    assert np.abs(pixels.astype(int) - converted.astype(int)).max() <= 1
+    for shown in (sample, drawn):
+        picture = np.asarray(shown["pixels"], dtype=np.uint8).reshape(28, 28)
+        want = layer_activations(shipped_model, picture, ["probabilities"])["probabilities"][0].numpy()
+        assert np.abs(np.asarray(shown["probabilities"]) - want).max() < 1e-4
+        assert shown["predicted"] == int(want.argmax())
+    assert drawn["predicted"] == 7  # a seven, drawn with the mouse

@@ -118,3 +118,25 @@ def test_sharded_topk_merge_equals_one_pass():
     merged = merge_topk(shards)["L"]
     assert (merged["indices"] == order).all()
     assert (merged["values"] == np.take_along_axis(values, order, axis=1)).all()
+
+
+def test_codec_pack_round_trip_without_pickle():
+    """pack/unpack (the bytes a Ray Data column carries): the same result back,
+    arrays with their dtypes, pictures byte for byte; junk is a CodecError."""
+    import pytest
+
+    from convscope.report.codec import CodecError, encode, pack, unpack
+    from convscope.report.stages import LayerOIPs
+
+    output = LayerOIPs(layer="Conv2D_3", maps=2, status=["dead", "converged"], source=["none", "random"],
+                       dead=[True, False], fires_on_data=[True, False], snapshot_steps=[0, 9], alive=1,
+                       params={"steps": 30}, arrays={"oips": np.arange(6, dtype=np.float16).reshape(2, 3)},
+                       images={"oip/0": b"\x89PNG fake bytes", "empty": b""})
+    back = unpack(pack(output))
+    meta, arrays, blobs = encode(output)
+    got_meta, got_arrays, got_blobs = encode(back)
+    assert isinstance(back, LayerOIPs) and got_meta == meta and got_blobs == blobs
+    assert got_arrays.keys() == arrays.keys()
+    assert back.arrays["oips"].dtype == np.float16 and (back.arrays["oips"] == output.arrays["oips"]).all()
+    with pytest.raises(CodecError, match="not a packed stage result"):
+        unpack(b"not an archive")

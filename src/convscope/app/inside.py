@@ -399,7 +399,7 @@ def activations(
     """
     from convscope.address import PSEUDO_LAYERS
     from convscope.inside import layer_activations
-    from convscope.inside.layers import first_conv_layer, model_layers
+    from convscope.layers import first_conv_layer, model_layers
     from convscope.spec import spec_of
 
     item = as_input(image, label=label, source=source)
@@ -791,7 +791,7 @@ def compare(
         AddressError: unknown layer.
     """
     from convscope.inside import compare_classes
-    from convscope.inside.layers import compare_layers
+    from convscope.layers import compare_layers
     from convscope.spec import spec_of
 
     spec = spec_of(model)
@@ -1227,7 +1227,7 @@ def topk(
     """
     from convscope.address import layer_output_shapes, resolve_address
     from convscope.inside import topk_examples
-    from convscope.inside.layers import last_conv_layer
+    from convscope.layers import last_conv_layer
 
     name = resolve_address(model, layer if layer is not None else last_conv_layer(model)).layer
     count = layer_output_shapes(model)[name][0]

@@ -36,6 +36,8 @@ COMMANDS: dict[str, str] = {
     "explain": "convscope.cli.explain_cmd:explain",
     # the atlas
     "report": "convscope.cli.report_cmd:report",
+    # the explorer
+    "serve": "convscope.cli.serve_cmd:serve",
 }
 
 

@@ -29,9 +29,20 @@ from convscope.cli.common import (
 @device_option
 @click.option("--threads", type=click.IntRange(min=1, max=1024), default=None,
               help="PyTorch CPU threads (default 1: the atlas runs many small batches, where more threads mostly spin).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help='Who computes the stages: this process, or Ray workers (pip install "convscope[ray]").')
+@click.option("--ray-address", default=None, metavar="auto|ray://HOST:PORT",
+              help="With --executor ray: the cluster to use (default: start a local Ray instance).")
+@click.option("--ray-workers", type=click.IntRange(min=1), default=None,
+              help="With --executor ray: worker actors (default: local, one per CPU; a cluster, its CPUs or GPUs).")
+@click.option("--ray-gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="With --executor ray: GPUs each worker reserves (> 0: the workers compute on CUDA).")
+@click.option("--ray-data", is_flag=True,
+              help="With --executor ray: the top-k dataset examples as a Ray Data pipeline (map_batches on an actor pool).")
 @json_option
 def report(model_path: str | None, dataset: str | None, data_dir: Path | None, layers: str | None, out_dir: Path,
            quick: bool, seed: int, pages: str, cache_dir: Path | None, device: str, threads: int | None,
+           executor: str, ray_address: str | None, ray_workers: int | None, ray_gpus_per_worker: float, ray_data: bool,
            as_json: bool) -> None:
     """Build the atlas: index.html that opens offline from disk.
 
@@ -51,11 +62,20 @@ def report(model_path: str | None, dataset: str | None, data_dir: Path | None, l
     resume an interrupted build (nothing finished is recomputed).
 
     \b
+    --executor ray spreads the stages (OIP chunks, top-k shards, deconvnet
+    chunks, …) over Ray worker actors: a local Ray instance, or a cluster
+    (--ray-address auto). Same numbers as the local build. On a cluster every
+    node needs the same convscope version and the model and the data on paths
+    it can read; this process alone writes OUT and the stage cache
+    (docs/SCALING.md).
+
+    \b
     Examples:
       convscope report
       convscope report --quick --out /tmp/atlas
       convscope report --model runs/fast-seed0/seed_cnn.json --layers Conv2D_3,Dense_1
       convscope report --model model.h5 --preprocess standardize
+      convscope report --executor ray --ray-workers 8
     """
     from convscope.address import AddressError
     from convscope.cli.output import WRITE_ERRNOS, terminal_progress, writing
@@ -64,15 +84,29 @@ def report(model_path: str | None, dataset: str | None, data_dir: Path | None, l
     from convscope.optvis.core import Cancelled
     from convscope.report import AtlasOptions, build_atlas
     from convscope.report.build import command_line
+    from convscope.report.ray_executor import RayExecutorError
     from convscope.spec import SpecError
 
+    ray_given = [name for name, value in (("--ray-address", ray_address), ("--ray-workers", ray_workers),
+                                          ("--ray-gpus-per-worker", ray_gpus_per_worker), ("--ray-data", ray_data))
+                 if value]
+    if executor != "ray" and ray_given:
+        fail(f"{', '.join(ray_given)} only apply with --executor ray")
+    ray_options = None
+    if executor == "ray":
+        from convscope.report.ray_executor import INSTALL_HINT, RayOptions, ray_available
+
+        if not ray_available():  # before the model and the data are loaded
+            fail(INSTALL_HINT)
+        ray_options = RayOptions(address=ray_address, workers=ray_workers, gpus_per_worker=ray_gpus_per_worker,
+                                 data=ray_data)
     layer_list = [part.strip() for part in layers.split(",") if part.strip()] if layers else None
     args = model_args()
     model_options = {"weights": args.weights, "spec_fields": args.spec_fields} if (args.weights or args.spec_fields) else {}
     options = AtlasOptions(
         out_dir=out_dir, model=model_path, model_options=model_options, dataset=dataset, data_dir=data_dir,
         layers=layer_list, profile="quick" if quick else "full", seed=seed, device=device, command=command_line(),
-        threads=threads, pages=pages, cache_dir=cache_dir,
+        threads=threads, pages=pages, cache_dir=cache_dir, executor=executor, ray=ray_options,
     )
     stages = cache_dir or out_dir / ".stages"
     # a failure removes this run's pages; finished stages stay in the cache, so running again resumes
@@ -87,7 +121,8 @@ def report(model_path: str | None, dataset: str | None, data_dir: Path | None, l
             if exc.errno in WRITE_ERRNOS:
                 raise  # a full disk or a folder that became unwritable: one line from writing()
             fail(str(exc))
-        except (ModelFileError, DataNotFoundError, DatasetError, AddressError, SpecError, ValueError) as exc:
+        except (ModelFileError, DataNotFoundError, DatasetError, AddressError, SpecError, ValueError,
+                RayExecutorError) as exc:
             fail(str(exc))
     if as_json:
         emit_json({

@@ -275,65 +275,6 @@ def scan_idx_file(
     return stream.finish(), stream
 
 
-def read_idx_bytes(path: str | os.PathLike, *, max_bytes: int = MAX_IDX_BYTES) -> bytes:
-    """The decompressed bytes of an IDX file (``.gz`` detected by content, not name).
-
-    The header is read first and at most the declared size + 1 byte is inflated,
-    so a decompression bomb never reaches memory.
-
-    Raises:
-        IdxError: the gzip stream is corrupt or truncated, the content does not
-            match the header, or the header declares more than ``max_bytes``;
-            names the file.
-        FileNotFoundError: no such file.
-    """
-    _scan, stream = scan_idx_file(path, max_bytes=max_bytes, keep=True)
-    return stream.content()
-
-
-def decompress_if_gzip(raw: bytes, source: str = "<bytes>", *, max_bytes: int = MAX_IDX_BYTES) -> bytes:
-    """``raw`` decompressed when it starts with the gzip magic, else unchanged.
-
-    Inflates incrementally and stops past ``max_bytes`` of output.
-
-    Raises:
-        IdxError: the gzip stream is corrupt or truncated, or inflates beyond
-            ``max_bytes``; names ``source``.
-    """
-    if raw[:2] != _GZIP_MAGIC:
-        return raw
-    parts: list[bytes] = []
-    produced = 0
-    data = raw
-    between = False
-    inflater = zlib.decompressobj(wbits=31)
-    while data:
-        if between:
-            data = data.lstrip(b"\0")
-            if not data:
-                break
-            inflater, between = zlib.decompressobj(wbits=31), False
-        try:
-            out = inflater.decompress(data, min(_CHUNK, max_bytes - produced + 1))
-        except zlib.error as exc:
-            raise IdxError(
-                f"{source}: corrupt or truncated gzip data ({exc}); delete it and fetch it again"
-            ) from None
-        produced += len(out)
-        if produced > max_bytes:
-            raise IdxError(f"{source}: inflates to more than {max_bytes:,} bytes (a decompression bomb?); refused")
-        parts.append(out)
-        if inflater.eof:
-            between, data = True, inflater.unused_data
-        else:
-            data = inflater.unconsumed_tail
-    if not between:
-        raise IdxError(
-            f"{source}: corrupt or truncated gzip data (the compressed stream ends early); delete it and fetch it again"
-        )
-    return b"".join(parts)
-
-
 def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
     """Parse decompressed IDX bytes into an array of the declared shape.
 

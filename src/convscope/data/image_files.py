@@ -96,12 +96,17 @@ def open_image_file(path: str | os.PathLike, *, max_pixels: int | None = None) -
         raise ImageFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     if size == 0:
         raise ImageFileError(f"{path} is empty (0 bytes); give a PNG or JPEG image")
+    return _decode(path, path, limit)
+
+
+def _decode(source, path: object, limit: int) -> Image.Image:
+    """Decode ``source`` (a path or a binary file object) named ``path`` in messages."""
     try:
         with warnings.catch_warnings():
             # Pillow warns above its own MAX_IMAGE_PIXELS and raises above twice that;
             # our limit, checked from the header below, comes first.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 width, height = image.size
                 if width * height > limit:
                     raise _too_large(path, width, height, limit)
@@ -140,6 +145,22 @@ def open_image_file(path: str | os.PathLike, *, max_pixels: int | None = None) -
     return image
 
 
+def open_image_bytes(data: bytes, *, max_pixels: int | None = None, name: str = "the upload") -> Image.Image:
+    """:func:`open_image_file` for an image held in memory (an HTTP upload): the same
+    pixel limit checked from the header before decoding, the same errors, with
+    ``name`` in the messages.
+
+    Raises:
+        ImageFileError: empty data, not an image, truncated, too many pixels, NaN pixels.
+    """
+    import io
+
+    limit = max_pixels_limit(max_pixels)
+    if not data:
+        raise ImageFileError(f"{name} is empty (0 bytes); give a PNG or JPEG image")
+    return _decode(io.BytesIO(data), name, limit)
+
+
 def preview(gray: np.ndarray, max_side: int = 1024) -> tuple[np.ndarray, float]:
     """A copy of the uint8 ``(H, W)`` image at most ``max_side`` pixels on its long side
     (area-averaged), and the scale used (``1.0`` when it already fits)."""
@@ -154,5 +175,6 @@ def preview(gray: np.ndarray, max_side: int = 1024) -> tuple[np.ndarray, float]:
 
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS", "ImageFileError", "MAX_PIXELS_ENV", "max_pixels_limit", "open_image_file", "preview",
+    "DEFAULT_MAX_PIXELS", "ImageFileError", "MAX_PIXELS_ENV", "max_pixels_limit", "open_image_bytes", "open_image_file",
+    "preview",
 ]

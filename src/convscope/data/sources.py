@@ -179,10 +179,6 @@ def file_in(folder: Path, base_name: str) -> Path | None:
     return None
 
 
-def _has_all(folder: Path, info: DatasetInfo) -> bool:
-    return folder.is_dir() and all(file_in(folder, name) is not None for name in info.files)
-
-
 def identify_folder(folder: str | os.PathLike) -> str | None:
     """Which known dataset a folder holds, judged by the SHA-256 of its small
     test-label file, or of its training labels when it holds no test labels

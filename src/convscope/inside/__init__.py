@@ -24,10 +24,10 @@ from convscope.inside.class_patterns import (
     pattern_marks, pick_examples,
 )
 from convscope.inside.filters import FilterBank, conv_filters, conv_layers
-from convscope.inside.layers import LayerInfo, compare_layers, first_conv_layer, last_conv_layer, model_layers
+from convscope.layers import LayerInfo, compare_layers, first_conv_layer, last_conv_layer, model_layers
 from convscope.inside.mistakes import Mistakes, select_mistakes
 from convscope.inside.predictions import Prediction, predict_images
-from convscope.inside.receptive_field import (
+from convscope.receptive_field import (
     FieldGeometry, ReceptiveFields, field_geometry, gradient_fields, receptive_field, receptive_fields,
 )
 from convscope.inside.topk import TopK, topk_examples, topk_layers

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from convscope.address import LayerAddress, parse_address, resolve_address
+from convscope.address import LayerAddress, resolve_address
 from convscope.inference import to_input
 from convscope.probe import Probe
 
@@ -152,12 +152,3 @@ def reference_scaling(values: torch.Tensor, *, eps: float = 1e-7) -> torch.Tenso
     return scaled.clamp(0.0, 255.0).reshape(values.shape)
 
 
-def selected_values(values: torch.Tensor, address: str | LayerAddress) -> torch.Tensor:
-    """Pick the map / unit named by an address from a per-sample ``(C, H, W)`` / ``(F,)`` tensor."""
-    parsed = parse_address(address)
-    if parsed.map_index is None:
-        return values
-    picked = values[parsed.map_index]
-    if parsed.position is not None:
-        picked = picked[parsed.position]
-    return picked

@@ -402,7 +402,7 @@ def compare_classes(
         class_a, class_b: classes to compare (e.g. 4 and 9); both ``None``: the
             model's most confused pair on these images
             (:func:`convscope.evaluation.most_confused_pair`).
-        layers: layers to compare (default :func:`convscope.inside.layers.compare_layers`:
+        layers: layers to compare (default :func:`convscope.layers.compare_layers`:
             the last conv layer and the hidden dense layers).
         n_examples: clear examples per class and ambiguous A examples, when
             ``examples`` is not given.
@@ -426,7 +426,7 @@ def compare_classes(
     if class_a is not None and class_a == class_b:
         raise ValueError(f"pick two different classes (got {class_a} twice)")
     if layers is None:
-        from convscope.inside.layers import compare_layers
+        from convscope.layers import compare_layers
 
         layers = compare_layers(model)
     names = list(dict.fromkeys(resolve_address(model, layer).layer for layer in layers))

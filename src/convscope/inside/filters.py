@@ -35,12 +35,12 @@ class FilterBank:
 
 def conv_layers(model: nn.Module) -> list[str]:
     """Addressable names of the model's convolutions, in forward order: each conv
-    layer of :func:`convscope.inside.layers.model_layers` that holds exactly one
+    layer of :func:`convscope.layers.model_layers` that holds exactly one
     ``nn.Conv2d`` (``Conv2D_1`` … for Model A), else the dotted names of the
     convolutions inside it (``stages.0.body.0``, ``stages.0.conv2`` in a residual
     block). Without a spec (no forward pass possible): the modules in
     registration order."""
-    from convscope.inside.layers import model_layers
+    from convscope.layers import model_layers
     from convscope.spec import SpecError
 
     modules = dict(model.named_modules())

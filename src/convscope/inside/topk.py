@@ -4,7 +4,7 @@ All maps of a layer are handled in one pass over the images: each batch's
 per-map maxima ``(B, C)`` are merged with the running top-k ``(k, C)`` by one
 ``torch.topk`` along the image axis — no loop over maps. Any model and image
 layout (gray ``(N, H, W)``, RGB ``(N, H, W, 3)``); receptive fields come from
-:func:`convscope.inside.receptive_field.receptive_fields` (exact geometry, or the
+:func:`convscope.receptive_field.receptive_fields` (exact geometry, or the
 measured gradient support where the geometry cannot be traced — ``field_method``
 says which).
 """
@@ -20,7 +20,7 @@ from torch import nn
 
 from convscope.address import resolve_address
 from convscope.inference import to_input
-from convscope.inside.receptive_field import ReceptiveFields, receptive_fields
+from convscope.receptive_field import ReceptiveFields, receptive_fields
 from convscope.probe import Probe
 
 

@@ -39,6 +39,8 @@ from torch import nn
 
 from convscope.address import PSEUDO_LAYERS, parse_address
 from convscope.models.architectures import ConvReLU
+from convscope.probe import Probe
+from convscope.receptive_field import field_geometry
 
 
 def frozen_twin(model: nn.Module, *, channels_last: bool = True) -> nn.Module:
@@ -168,8 +170,6 @@ def input_extent(model: nn.Module, layers: Iterable[str], input_hw: tuple[int, i
     on a random input and on its crop must agree, else the full ``input_hw`` is
     returned. Pseudo-layers and layers after ``Flatten`` need the whole input.
     """
-    from convscope.inside.receptive_field import field_geometry  # local: inside imports models
-    from convscope.probe import Probe
 
     height, width = int(input_hw[0]), int(input_hw[1])
     names = list(dict.fromkeys(parse_address(layer).layer for layer in layers))

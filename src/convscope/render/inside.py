@@ -213,11 +213,6 @@ def draw_input(ax: Axes, image, title: str | None = None, fontsize: float = 9, c
         ax.set_title(title, fontsize=fontsize)
 
 
-def draw_digit(ax: Axes, image, title: str | None = None, fontsize: float = 9, cmap: str = "gray") -> None:
-    """Same as :func:`draw_input` (kept for existing callers)."""
-    draw_input(ax, image, title, fontsize, cmap)
-
-
 def _draw_original(ax: Axes, original, fontsize: float = 9) -> None:
     array = np.asarray(original)
     if is_rgb(array):

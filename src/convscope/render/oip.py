@@ -34,12 +34,6 @@ def _image(values) -> np.ndarray:
     return array
 
 
-def is_colour(values) -> bool:
-    """Whether ``values`` (``(C, H, W)`` or ``(H, W[, 3])``) is an RGB picture."""
-    shape = np.shape(values)
-    return (len(shape) == 3 and shape[0] == 3) or (len(shape) == 3 and shape[-1] == 3 and shape[0] != 1)
-
-
 def to_rgb(image, low: float | None = None, high: float | None = None) -> np.ndarray:
     """An RGB image in any value range (``(3, H, W)`` or ``(H, W, 3)``) → ``(H, W, 3)``
     in 0..1 for display: the joint min–max of all channels, or ``low..high`` percentiles."""

@@ -62,6 +62,10 @@ class AtlasOptions:
         pages: ``"auto"``, ``"single"`` (one self-contained file) or ``"split"`` (one page per layer).
         cache_dir: where stage results are stored (default ``OUT/.stages``; may be shared).
         model_path: older name of ``model`` (a path).
+        executor: who computes the stages: ``"local"`` (this process) or ``"ray"``
+            (:mod:`convscope.report.ray_executor`; needs ``pip install "convscope[ray]"``).
+        ray: the :class:`~convscope.report.ray_executor.RayOptions` of ``executor="ray"``
+            (``None``: a local Ray instance, one worker per CPU).
     """
 
     out_dir: Path = Path("convscope-out/atlas")
@@ -79,6 +83,8 @@ class AtlasOptions:
     pages: str = "auto"
     cache_dir: Path | None = None
     model_path: Path | None = None
+    executor: str = "local"
+    ray: Any = None
 
 
 @dataclass
@@ -142,7 +148,7 @@ def resolve_layers(model: torch.nn.Module, layers: list[str] | None) -> list[str
     return names
 
 
-def _state_hash(model: torch.nn.Module) -> str:
+def model_sha256(model: torch.nn.Module) -> str:
     """SHA-256 of the model's tensors (names, shapes, bytes) and of its spec."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -152,6 +158,24 @@ def _state_hash(model: torch.nn.Module) -> str:
     spec = getattr(model, "convscope_spec", None)
     digest.update(repr(spec.to_dict() if spec is not None else None).encode())
     return digest.hexdigest()
+
+
+def data_sha256(split: Any) -> str:
+    """SHA-256 of a split's images and labels (the data every stage reads)."""
+    return hashlib.sha256(np.ascontiguousarray(split.images).tobytes()
+                          + np.ascontiguousarray(split.labels).tobytes()).hexdigest()
+
+
+def make_executor(options: AtlasOptions, env: Env, threads: int) -> Executor:
+    """The executor ``options.executor`` names (Ray is imported only for ``"ray"``,
+    and only when it starts)."""
+    if options.executor == "local":
+        return LocalExecutor(env, threads)
+    if options.executor == "ray":
+        from convscope.report.ray_executor import RayExecutor, RayOptions
+
+        return RayExecutor(options.ray if options.ray is not None else RayOptions(), threads)
+    raise ValueError(f"unknown executor {options.executor!r}: use 'local' or 'ray'")
 
 
 def _slug(text: str) -> str:
@@ -174,7 +198,9 @@ def build_atlas(
         progress: stage progress and cancellation (default: silent).
         on_stage: called with a stage's name just before it is computed.
         log: receives one line per finished stage.
-        executor: who computes the stages (default: :class:`LocalExecutor` in this process).
+        executor: who computes the stages (default: the one ``options.executor`` names,
+            closed at the end; an executor given here is prepared — ``prepare(env, identity,
+            model_given=...)`` when it has that method — but left open).
         model: an already loaded model (the Python API), instead of ``options.model``.
 
     Returns:
@@ -195,6 +221,7 @@ def build_atlas(
     device = resolve_device(options.device)
     reference = options.model if options.model is not None else (None if options.model_path is None else str(options.model_path))
     loaded_kind, loaded_label = "given", "a model given to build_atlas"
+    model_given = model is not None
     if model is None:
         from convscope.models.loading import open_model
 
@@ -213,21 +240,29 @@ def build_atlas(
     history, source = st.find_history(model, reference, [Path(d) for d in options.history_search])
     plan = plan_atlas(model, layers, profile, seed=int(options.seed), dataset_size=len(split),
                       history=history, history_source=source)
+    made = executor is None
+    executor = executor if executor is not None else make_executor(options, env, threads)
     identity = {
-        "version": st.STAGE_VERSION, "library": __version__, "model_sha256": _state_hash(model),
-        "data_sha256": hashlib.sha256(np.ascontiguousarray(split.images).tobytes()
-                                      + np.ascontiguousarray(split.labels).tobytes()).hexdigest(),
-        "seed": int(options.seed), "device": device.type,
+        "version": st.STAGE_VERSION, "library": __version__, "model_sha256": model_sha256(model),
+        "data_sha256": data_sha256(split), "seed": int(options.seed),
+        # where the stages compute (a Ray executor's GPU workers: "cuda")
+        "device": getattr(executor, "device", None) or device.type,
     }
+    prepare = getattr(executor, "prepare", None)
+    if prepare is not None:
+        prepare(env, identity, model_given=model_given)
     out_dir = Path(options.out_dir)
     cache = StageCache(Path(options.cache_dir) if options.cache_dir is not None else out_dir / ".stages")
-    results, timings = run_plan(plan, identity, cache, executor or LocalExecutor(env, threads), progress,
-                                on_stage=on_stage, log=log)
+    try:
+        results, timings = run_plan(plan, identity, cache, executor, progress, on_stage=on_stage, log=log)
+    finally:
+        if made:
+            executor.close()
     assemble_started = time.perf_counter()
     provenance = {
         "library_version": __version__, "torch_version": torch.__version__, "python": platform.python_version(),
         "platform": platform.platform(), "device": str(device), "torch_threads": threads,
-        "executor": getattr(executor, "name", "local"),
+        "executor": getattr(executor, "description", None) or getattr(executor, "name", "local"),
         "model": loaded_label, "model_name": spec.name, "model_kind": loaded_kind,
         "model_sha256": identity["model_sha256"],
         "source": dict(getattr(getattr(model, "config", None), "source", {}) or {}) or "—",
@@ -308,7 +343,7 @@ def run_plan(
         if not ready:
             raise RuntimeError(f"atlas plan has unmet dependencies: {[s.name for s in pending]}")
         tasks = [StageTask(stage.name, stage.title, stage.function, stage.params, {d: results[d] for d in stage.deps},
-                           keys[stage.name], stage.single_thread, stage.cost) for stage in ready]
+                           keys[stage.name], stage.single_thread, stage.cost, stage.merge) for stage in ready]
         executor.run(tasks, on_done, progress, None if on_stage is None else (lambda task: on_stage(task.name)))
         pending = [s for s in pending if s.name not in results]
     for name, t in timing.items():
@@ -345,7 +380,17 @@ def atlas_view(
         total_stage_seconds=sum(t.seconds for t in timings), alive=alive or "—",
         goto_example=f"{plan.conv_layers[-1]}:0" if plan.conv_layers else (plan.layers[0] + ":0" if plan.layers else ""),
         built=provenance["built"], version=__version__, dataset=str(env.split.dataset), pages=pages,
+        draw=_draw(results, env),
     )
+
+
+def _draw(results: dict[str, Any], env: Env) -> dict[str, Any] | None:
+    """The draw pad (:func:`convscope.report.views.draw_view`) with the activation
+    stage's sample images (one per class) to start from."""
+    acts: st.Activations | None = results.get("activations")
+    indices = list(acts.samples) if acts is not None else []
+    labels = [int(env.split.labels[i]) for i in indices]
+    return vw.draw_view(env.model, [env.split.images[i] for i in indices], [f"test:{i}" for i in indices], labels)
 
 
 def write_pages(
@@ -394,5 +439,5 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in ["convscope", *sys.argv[1:]])
 
 
-__all__ = ["AtlasOptions", "BuildResult", "StageTiming", "atlas_view", "build_atlas", "command_line", "resolve_layers",
-           "run_plan", "write_pages"]
+__all__ = ["AtlasOptions", "BuildResult", "StageTiming", "atlas_view", "build_atlas", "command_line", "data_sha256",
+           "make_executor", "model_sha256", "resolve_layers", "run_plan", "write_pages"]

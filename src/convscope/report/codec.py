@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import io
+import json
 from typing import Any
 
 import numpy as np
@@ -93,4 +95,34 @@ def decode(meta: dict[str, Any], arrays: dict[str, np.ndarray], blobs: dict[str,
         raise CodecError(f"stored {cls.__name__} does not fit its type ({exc})") from None
 
 
-__all__ = ["CodecError", "decode", "encode", "type_name"]
+_META_ENTRY = "meta.json"
+
+
+def pack(result: Any) -> bytes:
+    """One ``.npz`` archive (in memory) of :func:`encode`'s three parts: the bytes a
+    worker ships back when a transport carries bytes only (a Ray Data column).
+    Nothing is pickled; :func:`unpack` is the inverse."""
+    from convscope.io import to_json
+
+    meta, arrays, blobs = encode(result)
+    entries = {f"a/{k}": np.asarray(v) for k, v in arrays.items()}
+    entries.update({f"b/{k}": np.frombuffer(v, dtype=np.uint8) for k, v in blobs.items()})
+    entries[_META_ENTRY] = np.frombuffer(to_json(meta).encode("utf-8"), dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **entries)
+    return buffer.getvalue()
+
+
+def unpack(data: bytes) -> Any:
+    """The result :func:`pack` was given."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            meta = json.loads(archive[_META_ENTRY].tobytes().decode("utf-8"))
+            arrays = {k[2:]: archive[k] for k in archive.files if k.startswith("a/")}
+            blobs = {k[2:]: archive[k].tobytes() for k in archive.files if k.startswith("b/")}
+    except (OSError, ValueError, KeyError) as exc:
+        raise CodecError(f"not a packed stage result ({exc})") from None
+    return decode(meta, arrays, blobs)
+
+
+__all__ = ["CodecError", "decode", "encode", "pack", "type_name", "unpack"]

@@ -118,6 +118,9 @@ class StageTask:
         inputs: the results of the stages it reads, by name.
         key: its cache key.
         single_thread: run with one PyTorch thread (many tiny operations).
+        cost: a rough relative cost (for scheduling).
+        merge: only combines its chunks' results (an executor that spreads the
+            chunks runs it where they arrive).
     """
 
     name: str
@@ -128,6 +131,7 @@ class StageTask:
     key: str = ""
     single_thread: bool = False
     cost: float = 1.0
+    merge: bool = False
 
 
 #: on_done(task, result, seconds, cpu_seconds)

@@ -25,15 +25,17 @@ def environment() -> jinja2.Environment:
     )
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)
 def asset(name: str) -> str:
-    """A package asset (``atlas.css``, ``atlas.js``, ``forward.js``) as text."""
+    """A package asset (``atlas.css``, ``atlas.js``, ``forward.js``, ``drawpad.js``) as text."""
     return (resources.files("convscope.report") / "assets" / name).read_text(encoding="utf-8")
 
 
 def render_atlas(view: AtlasView) -> str:
     """The atlas' main page."""
-    return environment().get_template("atlas.html.j2").render(v=view, css=asset("atlas.css"), js=asset("atlas.js"))
+    draw_js = (asset("forward.js") + "\n" + asset("drawpad.js")) if view.draw else ""
+    return environment().get_template("atlas.html.j2").render(v=view, css=asset("atlas.css"), js=asset("atlas.js"),
+                                                              draw_js=draw_js)
 
 
 def render_layer_page(view: AtlasView, layer: LayerView, maps: MapsView | None, home: str) -> str:

@@ -71,15 +71,6 @@ def level_index(values: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
     return index
 
 
-def colourise(values: np.ndarray, cmap: str, vmin: float, vmax: float) -> np.ndarray:
-    """Map ``(H, W)`` floats to ``(H, W, 3)`` uint8 through ``cmap`` on ``[vmin, vmax]``
-    (values outside are clipped; NaN becomes the gap colour)."""
-    if cmap not in _PALETTES:
-        _PALETTES[cmap] = _palette(cmap)
-    palette = np.asarray(_PALETTES[cmap], dtype=np.uint8).reshape(256, 3)
-    return palette[level_index(values, vmin, vmax)]
-
-
 def colour_png(values: np.ndarray, cmap: str, vmin: float, vmax: float) -> bytes:
     """A colormapped picture as an indexed (palette) PNG — a third of the bytes of RGB."""
     if cmap not in _PALETTES:
@@ -101,17 +92,6 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 def data_uri(png: bytes, mime: str = "image/png") -> str:
     """``data:`` URI of encoded image bytes (the atlas is one self-contained file)."""
     return f"data:{mime};base64," + base64.b64encode(png).decode("ascii")
-
-
-def gray_rgb(image: np.ndarray) -> np.ndarray:
-    """uint8 ``(H, W)`` → ``(H, W, 3)``."""
-    image = np.asarray(image, dtype=np.uint8)
-    return np.repeat(image[..., None], 3, axis=2)
-
-
-def digit_png(image: np.ndarray) -> bytes:
-    """A 28×28 uint8 digit as a gray PNG (shown pixelated by the page's CSS)."""
-    return png_bytes(np.asarray(image, dtype=np.uint8))
 
 
 def map_png(values: np.ndarray, cmap: str, vmin: float, vmax: float) -> bytes:
@@ -194,11 +174,6 @@ def signed_png(values: np.ndarray, limit: float | None = None, cmap: str = "RdBu
     limit = float(np.abs(values).max()) if limit is None else float(limit)
     limit = limit or 1.0
     return map_png(values, cmap, -limit, limit)
-
-
-def rgb_png(image: np.ndarray) -> bytes:
-    """A photo (``(H, W, 3)`` or ``(H, W)`` uint8) as PNG."""
-    return png_bytes(np.asarray(image, dtype=np.uint8))
 
 
 def jpeg_bytes(image: np.ndarray, quality: int = 88) -> bytes:

@@ -3,7 +3,11 @@ dependencies — a pure function of the model, its layers and the profile.
 
 Chunks: the OIPs of a layer are computed in groups of ``profile.oip_chunk`` maps
 (``oip:Conv2D_3@0-127``) and merged (``oip:Conv2D_3``); top-k runs over dataset
-shards of ``profile.topk_shard`` images (``topk@0-9999``) merged into ``topk``.
+shards of ``profile.topk_shard`` images (``topk@0-9999``) merged into ``topk``;
+the deconvnets of the strongest examples come in the same map groups per layer
+(``deconv:Conv2D_3@0-127``) merged into ``deconv``. Merge stages (``merge=True``)
+only combine their chunks' results, so an executor that spreads the chunks runs
+the merges where the results arrive (the driver).
 Every unit's random start depends on (seed, layer, unit) only, so the chunking
 never changes a map's start, and a plan is the same on every executor.
 """
@@ -33,6 +37,7 @@ class StageSpec:
         single_thread: many tiny operations (one PyTorch thread is faster).
         group: the page section it belongs to (for progress displays).
         cost: a rough relative cost (for scheduling).
+        merge: only combines the results of its chunks (cheap; best run where they arrive).
     """
 
     name: str
@@ -43,6 +48,7 @@ class StageSpec:
     single_thread: bool = False
     group: str = ""
     cost: float = 1.0
+    merge: bool = False
 
 
 @dataclass
@@ -112,7 +118,8 @@ def plan_atlas(
         stages.append(StageSpec(name, f"top-k examples, images {start}–{stop - 1}", f"{MODULE}:stage_topk_shard",
                                 {"layers": layers, "k": p.topk, "start": start, "stop": stop}, group="layers",
                                 cost=(stop - start) / 1000))
-    stages.append(StageSpec("topk", "top-k strips", f"{MODULE}:stage_topk", {"shards": shards}, tuple(shards), group="layers"))
+    stages.append(StageSpec("topk", "top-k strips", f"{MODULE}:stage_topk", {"shards": shards}, tuple(shards), group="layers",
+                            merge=True))
     oip_params = {"steps": p.oip_steps, "epsilon": p.oip_epsilon, "criterion": p.oip_criterion,
                   "report_steps": p.oip_report_steps, "candidates": p.precursor_candidates,
                   "dataset": min(p.precursor_dataset, dataset_size),
@@ -126,9 +133,17 @@ def plan_atlas(
             stages.append(StageSpec(name, f"OIPs of {layer} maps {maps[0]}–{maps[-1]}", f"{MODULE}:stage_oip_chunk",
                                     {"layer": layer, "maps": maps, **oip_params}, group="oips", cost=len(maps)))
         stages.append(StageSpec(f"oip:{layer}", f"OIPs of {layer}", f"{MODULE}:stage_oip", {"chunks": chunk_names},
-                                (*chunk_names, "topk"), group="oips"))
+                                (*chunk_names, "topk"), group="oips", merge=True))
+    deconv_chunks = []
+    for layer in convs:
+        for maps in _chunks(int(shapes[layer][0]), p.oip_chunk):
+            name = f"deconv:{layer}@{maps[0]}-{maps[-1]}"
+            deconv_chunks.append(name)
+            stages.append(StageSpec(name, f"deconvnets of {layer} maps {maps[0]}–{maps[-1]}",
+                                    f"{MODULE}:stage_deconv_chunk", {"layer": layer, "maps": maps}, ("topk",),
+                                    single_thread=True, group="maps", cost=len(maps)))
     stages.append(StageSpec("deconv", "deconvnets of the strongest examples", f"{MODULE}:stage_deconv",
-                            {"layers": convs}, ("topk",), single_thread=True, group="maps"))
+                            {"chunks": deconv_chunks}, tuple(deconv_chunks), group="maps", merge=True))
     stages.append(StageSpec("classes", "class visualisations", f"{MODULE}:stage_classes",
                             {"steps": p.class_steps, "epsilon": p.class_epsilon, "seed": seed,
                              "max_classes": p.max_classes}, group="classes"))

@@ -529,30 +529,43 @@ def _gray_attribution(values: np.ndarray) -> np.ndarray:
     return values.sum(axis=0) if values.ndim == 3 else values
 
 
-def stage_deconv(env: Env, params: dict, inputs: dict, progress: Task | None) -> Deconvnets:
+def stage_deconv_chunk(env: Env, params: dict, inputs: dict, progress: Task | None) -> Deconvnets:
+    """Deconvnets of ``params["maps"]`` of ``params["layer"]``: each map's activations in
+    its strongest test image (from the merged top-k) projected back to pixels, one
+    map at a time (so any grouping of maps gives the same pictures)."""
     from convscope.explain import Deconvnet
     from convscope.inference import to_input
 
     topk: TopK = inputs["topk"]
+    name, chosen = params["layer"], [int(m) for m in params["maps"]]
     method = Deconvnet(env.model)
     out = Deconvnets(layers={})
-    layers = list(params["layers"])
-    total = sum(topk.indices(n).shape[0] for n in layers)
-    done = 0
-    for name in layers:
-        strongest = topk.indices(name)[:, 0].astype(np.int64)
-        x = to_input(env.model, env.split.images[strongest])
-        maps = []
-        for m, index in enumerate(strongest):
-            values = _gray_attribution(_np(method.attribute(x[m : m + 1], target=f"{name}:{m}"))[0])
-            maps.append(values)
-            limit = float(np.percentile(np.abs(values), 99)) or None
-            out.images[f"deconv/{name}/{m}"] = img.signed_png(values, limit, cmap=ATTR_CMAP)
-            out.images[f"input/{name}/{m}"] = img.picture_png(env.split.images[int(index)])
-            done += 1
-            _tick(progress, done, total)
-        out.arrays[f"deconv/{name}"] = np.stack(maps).astype(np.float32)
-        out.layers[name] = [int(i) for i in strongest]
+    strongest = topk.indices(name)[chosen, 0].astype(np.int64)
+    x = to_input(env.model, env.split.images[strongest])
+    maps = []
+    for i, (m, index) in enumerate(zip(chosen, strongest)):
+        values = _gray_attribution(_np(method.attribute(x[i : i + 1], target=f"{name}:{m}"))[0])
+        maps.append(values)
+        limit = float(np.percentile(np.abs(values), 99)) or None
+        out.images[f"deconv/{name}/{m}"] = img.signed_png(values, limit, cmap=ATTR_CMAP)
+        out.images[f"input/{name}/{m}"] = img.picture_png(env.split.images[int(index)])
+        _tick(progress, i + 1, len(chosen))
+    out.arrays[f"deconv/{name}"] = np.stack(maps).astype(np.float32)
+    out.layers[name] = [int(i) for i in strongest]
+    return out
+
+
+def stage_deconv(env: Env, params: dict, inputs: dict, progress: Task | None) -> Deconvnets:
+    """Merge the deconvnet chunks (in plan order: layer by layer, maps ascending)."""
+    out = Deconvnets(layers={})
+    parts: dict[str, list[np.ndarray]] = {}
+    for name in params["chunks"]:
+        chunk: Deconvnets = inputs[name]
+        for layer, strongest in chunk.layers.items():
+            out.layers.setdefault(layer, []).extend(strongest)
+            parts.setdefault(layer, []).append(chunk.arrays[f"deconv/{layer}"])
+        out.images.update(chunk.images)
+    out.arrays = {f"deconv/{layer}": np.concatenate(arrays) for layer, arrays in parts.items()}
     return out
 
 
@@ -766,6 +779,8 @@ def stage_dream(env: Env, params: dict, inputs: dict, progress: Task | None) -> 
                        **engine.to_dict()},
                 dream={"objective": deepest, **dreamed.engine.to_dict(), "clipped_fraction": dreamed.clipped_fraction})
     out.dream.pop("values", None)
+    if isinstance(out.dream.get("memory"), dict):  # free memory of the machine that ran it: not a result (runs differ)
+        out.dream["memory"].pop("budget_bytes", None)
     out.carve.pop("round_losses", None)
     out.images["photo"] = img.jpeg_bytes(photo)
     out.images["dream"] = img.jpeg_bytes(np.asarray(dreamed.image, dtype=np.uint8))
@@ -778,6 +793,6 @@ def stage_dream(env: Env, params: dict, inputs: dict, progress: Task | None) -> 
 
 __all__ = [
     "Activations", "ClassPatterns", "Comparison", "Deconvnets", "Dream", "LayerOIPs", "Mistakes", "ModelCard",
-    "OIPChunk", "STAGE_VERSION", "TopK", "TopkShard", "TrainingCurves", "carve_map_for", "default_layers",
+    "OIPChunk", "STAGE_VERSION", "stage_deconv", "stage_deconv_chunk", "TopK", "TopkShard", "TrainingCurves", "carve_map_for", "default_layers",
     "find_history", "layer_kinds", "merge_topk", "most_confused_pair",
 ]

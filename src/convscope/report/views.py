@@ -553,6 +553,49 @@ class AtlasView:
     draw: dict[str, Any] | None = None
 
 
+#: Largest model (weights, in numbers) whose weights the atlas page carries for its draw pad
+#: (float32, base64: 5.3 MB of page per million numbers).
+DRAW_MAX_WEIGHTS = 2_500_000
+
+
+def draw_view(model: Any, pictures: Sequence[np.ndarray], refs: Sequence[str], labels: Sequence[int]) -> dict[str, Any] | None:
+    """The draw pad of the atlas: the model as a program for the page's JavaScript
+    forward pass (:func:`convscope.report.jsmodel.forward_program`) and a few test
+    images to start from; ``None`` when the page cannot run the model (a layer the
+    JavaScript does not know, or more than :data:`DRAW_MAX_WEIGHTS` weights).
+
+    Returns ``{"program", "drawable", "samples" [{"ref", "label", "pixels" (base64 uint8)}],
+    "weights_mb", "note"}``.
+    """
+    import base64
+
+    from convscope.report.jsmodel import JSForwardUnsupported, forward_program
+    from convscope.spec import spec_of
+
+    spec = spec_of(model)
+    if sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers()) > 2 * DRAW_MAX_WEIGHTS:
+        return None
+    try:
+        program = forward_program(model)
+    except JSForwardUnsupported:
+        return None
+    if program["weight_count"] > DRAW_MAX_WEIGHTS:
+        return None
+    names = spec.class_names
+    drawable = spec.is_gray and spec.image_conversion == "digit"
+    samples = [{"ref": ref, "label": str(names[label]) if 0 <= label < len(names) else str(label),
+                "pixels": base64.b64encode(np.ascontiguousarray(picture, dtype=np.uint8).tobytes()).decode("ascii")}
+               for picture, ref, label in zip(pictures, refs, labels)]
+    size = len(program["weights"]) / 1e6
+    how = ("Draw with the mouse, a finger or a pen: the drawing is converted as convscope converts an image file "
+           "(MNIST-style: cropped, fitted into 20×20, centred by mass)" if drawable else
+           "Open an image file (the browser resizes it to the model's input, close to — not exactly — convscope's own "
+           "conversion)")
+    note = (f"{how}, then every layer is computed right here by a JavaScript forward pass (equal to PyTorch within 1e-4); "
+            f"nothing leaves this page. The model's {program['weight_count']:,} weights add {size:.1f} MB to this file.")
+    return {"program": program, "drawable": drawable, "samples": samples, "weights_mb": round(size, 2), "note": note}
+
+
 def provenance_rows(provenance: dict[str, Any]) -> list[tuple[str, str]]:
     def value(v: Any) -> str:
         if isinstance(v, dict):
@@ -565,6 +608,6 @@ def provenance_rows(provenance: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 __all__ = [
-    "AtlasView", "ImageSink", "LayerView", "MapsView", "classes_view", "compare_view", "data_uri_sink", "dream_view",
+    "AtlasView", "DRAW_MAX_WEIGHTS", "ImageSink", "LayerView", "MapsView", "classes_view", "compare_view", "data_uri_sink", "draw_view", "dream_view",
     "layer_view", "map_id", "maps_view", "mistakes_view", "model_card_view", "provenance_rows",
 ]

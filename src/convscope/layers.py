@@ -10,7 +10,7 @@ first finishes them.
 
 Example::
 
-    from convscope.inside.layers import model_layers, first_conv_layer
+    from convscope.layers import model_layers, first_conv_layer
     [(l.name, l.kind, l.shape) for l in model_layers(model)]
     # [("Conv2D_1", "conv", (32, 26, 26)), ("Max_Pool_1", "pool", (32, 13, 13)), ...]
 """

@@ -1,0 +1,124 @@
+"""The explorer's answers without HTTP: any model (an RGB model with a ModuleDict, a
+model returning a tuple), inputs of other sizes, no dataset, and a built atlas'
+stored stages (read back, or refused for another model)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convscope.serve import Explorer, RequestError
+from tests import zoo
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_rgb_model_forward_and_explain():
+    from convscope.app import inside
+    from convscope.data.user_image import convert_image
+    from convscope.report.views import draw_view
+
+    model = zoo.rgb_net()
+    explorer = Explorer(model)
+    info = explorer.model_info()
+    assert info["drawable"] is False and info["dataset"] is None
+    assert [layer["name"] for layer in info["layers"]] == ["conv1", "bn1", "conv2", "conv3", "pool", "heads.hidden", "heads.out"]
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (50, 40, 3), dtype=np.uint8)
+    item = explorer.input_from_bytes(_png(photo))
+    assert np.array_equal(item.image, convert_image(photo, explorer.spec).image)  # resized as `predict` would
+    data = explorer.forward(item, "all", "base64")
+    want = inside.activations(model, item.image, "all")
+    for name in ("conv1", "pool", "heads.hidden"):
+        got = np.frombuffer(base64.b64decode(data["layers"][name]["data"]), dtype="<f4").reshape(data["layers"][name]["shape"])
+        assert np.array_equal(got, want.values[name].numpy())
+    assert np.allclose(data["probabilities"], want.probabilities.numpy(), atol=1e-6)
+    exact = explorer.input_from_pixels(item.image.tolist())  # model-size pixels: used as they are
+    assert np.array_equal(exact.image, item.image)
+    explained = explorer.explain(item, "gradcam", "brick", {"layer": "conv3"}, "list")
+    assert explained["target"] == 1 and np.asarray(explained["attribution"]["data"]).shape[1:] == (32, 32)
+    assert draw_view(model, [], [], []) is None  # its forward is its own Python code: no pad in the atlas
+
+
+def test_tuple_output_model_and_no_dataset():
+    model = zoo.tuple_net()
+    explorer = Explorer(model, split_note="no dataset: start with --dataset")
+    item = explorer.input_from_pixels(np.pad(np.full((30, 10), 255, np.uint8), ((13, 13), (23, 23))).tolist())
+    assert item.image.shape == (28, 28)  # another size: converted MNIST-style
+    data = explorer.forward(item, ["conv", "fc"], "list")
+    assert set(data["layers"]) == {"conv", "fc"} and abs(sum(data["probabilities"]) - 1) < 1e-5
+    with pytest.raises(RequestError, match="start with --dataset") as error:
+        explorer.pick("random")
+    assert error.value.status == 404
+    with pytest.raises(RequestError, match="no ink"):
+        explorer.input_from_bytes(_png(np.zeros((40, 40), np.uint8)))
+
+
+def _fake_atlas(folder, model, layer: str, maps: int) -> bytes:
+    """An atlas folder holding a stored OIP stage and a top-k stage for ``layer``."""
+    from convscope.report import images as img
+    from convscope.report.build import model_sha256
+    from convscope.report.cache import StageCache
+    from convscope.report.stages import LayerOIPs, TopK
+
+    cache = StageCache(folder / ".stages")
+    picture = img.input_png(np.linspace(-3, 3, 784).reshape(1, 28, 28), "viridis", -3, 3)
+    oips = LayerOIPs(layer=layer, maps=maps, status=["converged"] * maps, source=["random"] * maps, dead=[False] * maps,
+                     fires_on_data=[True] * maps, snapshot_steps=[0, 10], alive=maps, params={"steps": 30},
+                     arrays={"final_loss": np.arange(maps, dtype=np.float64)},
+                     images={f"oip/{m}": picture for m in range(maps)})
+    cache.save(f"oip:{layer}", "k1" * 32, oips, 1.0)
+    top = TopK(k=3, num_images=10_000, layers={layer: {"maps": maps, "receptive_field": [3, 3]}},
+               arrays={f"indices/{layer}": np.tile(np.array([5, 9, 2], np.int32), (maps, 1)),
+                       f"values/{layer}": np.tile(np.array([3.0, 2.0, 1.0], np.float32), (maps, 1)),
+                       f"rects/{layer}": np.zeros((maps, 3, 4), np.int16)},
+               images={"strip/x/0": b"png"})
+    cache.save("topk", "k2" * 32, top, 1.0)
+    (folder / "atlas.json").write_text(json.dumps({"provenance": {"model_sha256": model_sha256(model)}}))
+    return picture
+
+
+def test_stages_of_a_built_atlas_are_read(tmp_path, shipped_model, test_split):
+    picture = _fake_atlas(tmp_path, shipped_model, "Conv2D_1", 32)
+    explorer = Explorer(shipped_model, split=test_split, atlas_dir=tmp_path)
+    assert explorer.atlas.usable and explorer.model_info()["atlas"]["oip_layers"] == ["Conv2D_1"]
+    card = explorer.card("Conv2D_1", 4)
+    assert card["oip"]["source"] == "atlas" and card["oip"]["final"] == 4.0
+    assert base64.b64decode(card["oip"]["png"].split(",", 1)[1]) == picture
+    assert card["topk"]["source"] == "atlas" and card["topk"]["images"] == ["test:5", "test:9", "test:2"]
+    job = explorer.oip_job("Conv2D_1", 4)
+    assert job.status == "done" and job.result["source"] == "atlas"  # nothing to compute
+    assert explorer.card("Conv2D_2", 0)["oip"] is None  # not in the atlas
+
+
+def test_an_atlas_of_another_model_is_not_used(tmp_path, shipped_model, test_split):
+    from convscope.models import build_model
+
+    _fake_atlas(tmp_path, build_model("seed_cnn"), "Conv2D_1", 32)  # fresh random weights
+    explorer = Explorer(shipped_model, split=test_split, atlas_dir=tmp_path)
+    assert not explorer.atlas.usable and "another model" in explorer.atlas.note
+    assert explorer.card("Conv2D_1", 4)["oip"] is None
+    empty = Explorer(shipped_model, split=test_split, atlas_dir=tmp_path / "missing")
+    assert not empty.atlas.usable and "no atlas.json" in empty.atlas.note
+
+
+def test_concurrent_forward_passes_in_threads_equal_sequential(shipped_model, test_split):
+    """The explorer shares one model between threads: the probe keeps each thread's values apart."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    explorer = Explorer(shipped_model, split=test_split)
+    items = [explorer.input_from_ref(f"test:{i}") for i in range(16)]
+    sequential = [explorer.forward(item, "all", "base64") for item in items]
+    with ThreadPoolExecutor(4) as pool:
+        parallel = list(pool.map(lambda item: explorer.forward(item, "all", "base64"), items * 3))
+    assert parallel == sequential * 3
+    assert len({tuple(answer["probabilities"]) for answer in sequential}) == 16

@@ -16,6 +16,46 @@ def model_device(model: torch.nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
+class DeviceError(ValueError):
+    """A device name that is not a device, or one this machine does not have."""
+
+
+#: Device types convscope computes on.
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def check_device(device: str | torch.device | None) -> torch.device:
+    """The device named by ``device`` (``None`` / ``"auto"``: CUDA when available, else CPU).
+
+    Raises:
+        DeviceError: not a device name (``"foo"``, ``"cuda:x"``), a type convscope does
+            not compute on, or a device this machine lacks (CUDA or its index, MPS).
+    """
+    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    text = str(device).strip()
+    shown = text if len(text) <= 40 else text[:30] + "…"
+    choices = "use auto, cpu, cuda or cuda:N"
+    try:
+        dev = torch.device(text.lower())
+    except (RuntimeError, ValueError, TypeError):
+        raise DeviceError(f"{shown!r} is not a device; {choices}") from None
+    if dev.type not in DEVICE_TYPES:
+        raise DeviceError(f"{shown!r}: convscope computes on cpu, cuda or mps, not {dev.type}; {choices}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"device {shown!r} was requested but CUDA is not available on this machine; "
+                "use --device cpu (or leave it out to pick automatically)"
+            )
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise DeviceError(f"{shown!r}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError(f"{shown!r}: MPS is not available on this machine; use --device cpu")
+    return dev
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """Return the device to compute on.
 
@@ -24,17 +64,13 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
             / ``"auto"`` for CUDA when available, else CPU.
 
     Raises:
-        ValueError: a CUDA device was asked for on a machine without CUDA.
+        DeviceError (a ValueError): not a device, or one this machine lacks (see :func:`check_device`).
     """
-    if device is None or (isinstance(device, str) and device.lower() == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device {str(device)!r} was requested but CUDA is not available on this machine; "
-            "use --device cpu (or leave it out to pick automatically)"
-        )
-    return dev
+    if isinstance(device, torch.device):
+        if device.type == "cuda" and not torch.cuda.is_available():
+            return check_device(str(device))  # raises with the message
+        return device
+    return check_device(device)
 
 
 @contextlib.contextmanager

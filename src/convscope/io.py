@@ -1,34 +1,171 @@
 """Atomic file output: write to a temporary file beside the target, then rename.
 
 Only the CLI and the report call these; engines never touch the disk. A failure
-part-way leaves no half-written file behind.
+part-way leaves no half-written file behind; the ``.part`` file of a process that
+was killed while writing is removed by :func:`clean_stale_parts` (every command
+calls it on its output folder before it starts). :func:`track_writes` records
+what a block wrote, so a command that fails half-way can remove it again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import math
 import os
 import sys
 import re
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+
+#: A temporary file of :func:`atomic_open`: ``.NAME.PID-RANDOM.part`` (the writer's process id).
+_PART_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[A-Za-z0-9_]+\.part$")
+#: Any ``.part`` file (also those of older versions, without a process id).
+_ANY_PART = re.compile(r"^\..+\.part$")
+#: ``.part`` files whose writer cannot be identified are stale after this long (s), as for downloads.
+STALE_PART_AGE = 3600.0
+
+
+@dataclass
+class WriteLog:
+    """What a :func:`track_writes` block wrote: the files (each complete, renamed into
+    place) and the folders it created (outermost first)."""
+
+    files: list[Path] = field(default_factory=list)
+    folders: list[Path] = field(default_factory=list)
+
+    def undo(self, *, keep_under: tuple[Path, ...] = ()) -> list[Path]:
+        """Remove the files written and then the folders created (when empty), except
+        what lies under a folder of ``keep_under``; returns what was removed.
+        A file that replaced an earlier one is removed too (the earlier one is gone)."""
+        kept = tuple(Path(os.path.abspath(folder)) for folder in keep_under)
+
+        def keep(path: Path) -> bool:
+            absolute = Path(os.path.abspath(path))
+            return any(absolute == folder or folder in absolute.parents for folder in kept)
+
+        removed: list[Path] = []
+        for path in reversed(self.files):
+            if keep(path):
+                continue
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+        for folder in reversed(self.folders):
+            if keep(folder):
+                continue
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+                removed.append(folder)
+        return removed
+
+
+_WRITE_LOGS: contextvars.ContextVar[tuple[WriteLog, ...]] = contextvars.ContextVar("convscope_write_logs", default=())
+
+
+@contextlib.contextmanager
+def track_writes() -> Iterator[WriteLog]:
+    """Record every file written (by this module's functions) and every folder created
+    (by :func:`make_folders` or a write) inside the block, in this thread / task.
+
+    ::
+
+        with track_writes() as log:
+            try:
+                write_everything()
+            except OSError:
+                log.undo()      # nothing of this run is left
+                raise
+    """
+    log = WriteLog()
+    token = _WRITE_LOGS.set(_WRITE_LOGS.get() + (log,))
+    try:
+        yield log
+    finally:
+        _WRITE_LOGS.reset(token)
+
+
+def make_folders(path: str | os.PathLike) -> Path:
+    """``mkdir -p path``, telling the active :func:`track_writes` logs which folders were new."""
+    path = Path(path)
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    path.mkdir(parents=True, exist_ok=True)
+    for log in _WRITE_LOGS.get():
+        log.folders.extend(folder for folder in reversed(missing) if folder not in log.folders)
+    return path
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process, or cannot tell: leave its file alone
+    return True
+
+
+def clean_stale_parts(folder: str | os.PathLike, *, depth: int = 2, max_age: float = STALE_PART_AGE) -> list[Path]:
+    """Remove the ``.part`` files that killed writers left in ``folder`` (and its
+    sub-folders down to ``depth`` levels).
+
+    A ``.part`` of :func:`atomic_open` names its writer's process id: it is stale
+    when that process is gone. Any other ``.part`` file is stale when older than
+    ``max_age`` seconds. Returns the files removed (nothing when ``folder`` does not exist).
+    """
+    removed: list[Path] = []
+    now = time.time()
+
+    def visit(current: Path, level: int) -> None:
+        try:
+            entries = list(os.scandir(current))
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if level < depth:
+                        visit(Path(entry.path), level + 1)
+                    continue
+                if not entry.is_file(follow_symlinks=False) or not _ANY_PART.match(entry.name):
+                    continue
+                match = _PART_NAME.match(entry.name)
+                stale = (not _process_alive(int(match["pid"]))) if match else now - entry.stat().st_mtime > max_age
+                if stale:
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+            except OSError:
+                continue
+
+    if Path(folder).is_dir():
+        visit(Path(folder), 0)
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]:
     """Open a temporary file beside ``path``; on success rename it to ``path``.
 
-    On any exception the temporary file is deleted and ``path`` is untouched.
+    On any exception the temporary file is deleted and ``path`` is untouched. The
+    temporary file is ``.NAME.PID-RANDOM.part``; if the process is killed before the
+    rename, :func:`clean_stale_parts` removes it later.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    make_folders(path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".part", dir=path.parent)
     try:
         # mkstemp creates 0600 files; give the result the usual permissions (umask applied).
         umask = os.umask(0)
@@ -39,6 +176,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
+        for log in _WRITE_LOGS.get():
+            log.files.append(path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)

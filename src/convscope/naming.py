@@ -35,6 +35,14 @@ _PATTERN = re.compile(
     r"^\s*(?P<layer>(?:[A-Za-z_]\w*|\d+)(?:\.(?:[A-Za-z_]\w*|\d+))*)"
     r"(?::(?P<map>-?\d+)(?:@(?P<row>-?\d+),(?P<col>-?\d+))?)?\s*$"
 )
+#: Longest map index or position a layer address may hold (digits): larger is no layer's size.
+MAX_INDEX_DIGITS = 12
+
+
+def _quoted(text: object, limit: int = 60) -> str:
+    """``text`` quoted for a message, cut to ``limit`` characters with its length said."""
+    text = str(text)
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"… ({len(text):,} characters)"
 
 
 class AddressError(ValueError):
@@ -79,10 +87,13 @@ def parse_address(text: str | LayerAddress) -> LayerAddress:
     match = _PATTERN.match(str(text))
     if match is None:
         raise AddressError(
-            f"cannot read layer address {text!r}: expected LAYER, LAYER:MAP or "
+            f"cannot read layer address {_quoted(text)}: expected LAYER, LAYER:MAP or "
             "LAYER:MAP@ROW,COL, e.g. 'Conv2D_3', 'Conv2D_3:120', 'Conv2D_3:120@1,2'"
         )
     map_text, row, col = match["map"], match["row"], match["col"]
+    for number in (map_text, row, col):
+        if number is not None and len(number.lstrip("-0")) > MAX_INDEX_DIGITS:
+            raise AddressError(f"layer address {_quoted(text)}: the index {_quoted(number, 20)} is too large for any layer")
     position = (int(row), int(col)) if row is not None else None
     return LayerAddress(match["layer"], int(map_text) if map_text is not None else None, position)
 
@@ -127,10 +138,8 @@ def find_module(model: nn.Module, name: str) -> nn.Module:
     target = canonical_layer(model, name)
     if target in modules and target != "":
         return modules[target]
-    if len(name) > 200:
-        name = name[:60] + f"… ({len(name)} characters)"
     raise AddressError(
-        f"the model has no layer {name!r}; valid layers: {_name_list(model)} "
+        f"the model has no layer {_quoted(name)}; valid layers: {_name_list(model)} "
         "(dotted names such as 'Conv2D_3.conv' reach submodules)"
     )
 

@@ -379,6 +379,24 @@ def _check_memory(model: nn.Module, objective: Objective, pixels: np.ndarray, op
                tile_batch=options["tile_batch"], memory_budget=options["memory_budget"]).check()
 
 
+def _check_frames(pixels: np.ndarray, frames: int, memory_limit: float | None) -> None:
+    """Zoom frames are kept in memory (8-bit, the photo's size) until they are written:
+    refuse, before any work, a count that would not fit in the memory the dream may use."""
+    from convscope.dream.memory import DreamMemoryError, gib, parse_budget
+
+    if not frames:
+        return
+    budget = parse_budget(memory_limit, torch.device("cpu"))
+    height, width = pixels.shape[:2]
+    per_frame = height * width * 3
+    if budget is not None and frames * per_frame > budget:
+        raise DreamMemoryError(
+            f"{frames:,} zoom frames of {width}×{height} pixels need {gib(frames * per_frame)} of memory, more than the "
+            f"{gib(budget)} the dream may use; ask for at most {budget // per_frame:,} frames (--zoom-frames) or use a "
+            "smaller photo"
+        )
+
+
 def _dream_options(
     tiling: str, octaves: int, octave_scale: float, steps: int, step_size: float, jitter: int | None,
     tile_batch: int, bfloat16: bool, memory_limit: float | None, device: torch.device,
@@ -450,6 +468,7 @@ def dream_photo(
     pixels = _as_photo_array(photo)
     _check_size(model, pixels)
     check_dream_numbers(frames=zoom_frames or None, zoom=zoom)
+    _check_frames(pixels, zoom_frames, memory_limit)
     device = next(model.parameters()).device
     options = _dream_options(tiling, octaves, octave_scale, steps, step_size, jitter, tile_batch, bfloat16,
                              memory_limit, device)

@@ -31,6 +31,12 @@ class FiniteFloatRange(click.FloatRange):
         return super().convert(number, param, ctx)
 
 
+#: Largest --num-classes (the names 0..N-1 are made in memory; ImageNet-21k has 21,841).
+MAX_CLASSES = 100_000
+
+#: Seeds: whole numbers 0 .. 2**63 - 1 (a negative seed is refused, not silently hashed).
+SEED = click.IntRange(0, 2**63 - 1)
+
 MODEL_HELP = (
     "The model: a shipped name (seed_cnn); convscope files NAME.json / NAME.safetensors; a Keras .h5 or "
     ".keras file; or FILE.py:FUNCTION, a Python function returning an nn.Module (weights: --weights). "
@@ -196,7 +202,7 @@ def spec_options(func: F) -> F:
         click.option("--preprocess", "spec_preprocess", type=click.Choice(PREPROCESSINGS), default=None,
                      help="[model spec] How pixels become inputs: standardize (per image), unit (x/255), "
                           "meanstd (x/255, then per channel), raw."),
-        click.option("--num-classes", "spec_num_classes", type=click.IntRange(1), default=None, metavar="N",
+        click.option("--num-classes", "spec_num_classes", type=click.IntRange(1, MAX_CLASSES), default=None, metavar="N",
                      help="[model spec] Number of classes (named 0..N-1)."),
         click.option("--class-names-file", "spec_class_names_file",
                      type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -235,10 +241,25 @@ def data_dir_option(func: F) -> F:
     )(func)
 
 
+def checked_device(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Click callback of ``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` that this
+    machine has; anything else is a usage error naming the choices."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    from convscope.device import DeviceError, check_device
+
+    try:
+        check_device(value)
+    except DeviceError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value
+
+
 def device_option(func: F) -> F:
-    """``--device``: cpu / cuda / auto."""
+    """``--device``: auto / cpu / cuda / cuda:N, checked while the command line is read."""
     return click.option(
-        "--device", default="auto", show_default=True, help="Compute device: auto (CUDA if available), cpu, cuda, cuda:N."
+        "--device", default="auto", show_default=True, callback=checked_device,
+        help="Compute device: auto (CUDA if available), cpu, cuda, cuda:N.",
     )(func)
 
 
@@ -247,20 +268,40 @@ def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for scripts).")(func)
 
 
-def out_option(default: str) -> Callable[[F], F]:
-    """``--out DIR``: output folder."""
+def checked_folder(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Click callback of every output-folder option: the folder must be writable
+    (:func:`convscope.cli.output.check_output_folder`), checked while the command
+    line is read, so before any work; stale ``.part`` files there are removed."""
+    if value is not None and not ctx.resilient_parsing:
+        from convscope.cli.output import check_output_folder
+
+        check_output_folder(Path(value), flag=max(param.opts, key=len) if param.opts else "--out")
+    return value
+
+
+def out_option(default: str | None, *, help: str = "Output folder (created if needed).",
+               required: bool = False) -> Callable[[F], F]:
+    """``--out DIR``: output folder, checked before any work (:func:`checked_folder`)."""
 
     def decorate(func: F) -> F:
         return click.option(
             "--out",
             "out_dir",
             type=click.Path(file_okay=False, path_type=Path),
-            default=Path(default),
-            show_default=True,
-            help="Output folder (created if needed).",
+            default=Path(default) if default is not None else None,
+            show_default=default is not None,
+            required=required,
+            callback=checked_folder,
+            help=help,
         )(func)
 
     return decorate
+
+
+def short(text: Any, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters for messages (the length is said)."""
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 20] + f"… ({len(text):,} characters)"
 
 
 def emit_json(data: Any) -> None:
@@ -381,7 +422,7 @@ def echo_err(message: str) -> None:
 
 
 __all__ = [
-    "FiniteFloatRange", "MODEL_HELP", "ModelArgs", "data_dir_option", "dataset_option", "default_lines", "device_option",
+    "FiniteFloatRange", "MODEL_HELP", "SEED", "ModelArgs", "checked_folder", "data_dir_option", "dataset_option", "default_lines", "device_option",
     "echo_err", "emit_json", "fail", "json", "json_option", "load_model_or_fail", "model_args", "model_option",
-    "model_split_or_fail", "open_model_or_fail", "out_option", "spec_options", "sys",
+    "model_split_or_fail", "open_model_or_fail", "out_option", "short", "spec_options", "sys",
 ]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from convscope.cli.common import echo_err, emit_json, fail, json_option
+from convscope.cli.common import FiniteFloatRange, echo_err, emit_json, fail, json_option
 
 _DATASET_CHOICE = click.Choice(["mnist", "fashion-mnist"])
 
@@ -112,8 +112,8 @@ def where(dataset: str, data_dir: Path | None, as_json: bool) -> None:
     multiple=True,
     help="Base URL serving FILE.gz (repeatable; tried in order). Default: $CONVSCOPE_MIRRORS or the public mirrors.",
 )
-@click.option("--retries", type=click.IntRange(1), default=3, show_default=True, help="Attempts per mirror.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Seconds per request.")
+@click.option("--retries", type=click.IntRange(1, 100), default=3, show_default=True, help="Attempts per mirror.")
+@click.option("--timeout", type=FiniteFloatRange(0.1, 3600), default=30.0, show_default=True, help="Seconds per request.")
 @json_option
 def fetch(dataset: str, mirrors: tuple[str, ...], retries: int, timeout: float, as_json: bool) -> None:
     """Download --dataset into the user cache and verify it.
@@ -204,8 +204,9 @@ def _report_checks(dataset: str, folder: Path, checks, as_json: bool, downloaded
             else:
                 click.echo(f"  FAIL  {c.name:<25} {c.error}")
     if not ok:
-        echo_err(f"error: {sum(not c.ok for c in checks)} of {len(checks)} {dataset} files failed verification in {folder}")
-        raise SystemExit(1)
+        bad = [c.name for c in checks if not c.ok]
+        fail(f"{len(bad)} of {len(checks)} {dataset} files failed verification in {folder} ({', '.join(bad)}); "
+             f"`convscope data fetch --dataset {dataset}` replaces damaged files in the cache; or point --data-dir at good copies")
 
 
 __all__ = ["data"]

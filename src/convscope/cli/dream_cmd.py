@@ -6,13 +6,13 @@ inside the terminal progress → write the photos and the result → print.
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
 import click
 
-from convscope.cli.common import FiniteFloatRange, device_option, fail, json_option, load_model_or_fail, model_option
+from convscope.cli.common import (
+    FiniteFloatRange, device_option, fail, json_option, load_model_or_fail, model_option, out_option,
+)
 
 
 def _save_photo(path: Path, array) -> Path:
@@ -24,18 +24,6 @@ def _save_photo(path: Path, array) -> Path:
     if path.suffix.lower() in (".jpg", ".jpeg") and image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
     return save_image(path, image)
-
-
-def _check_writable(out_dir: Path) -> None:
-    """Stop before any work when ``out_dir`` cannot be created or written."""
-    folder = Path(out_dir).resolve()
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        fail(f"cannot write the results to {out_dir}: {probe} is a file, not a folder; choose another --out")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        fail(f"cannot write the results to {out_dir}: {probe} is not writable; choose another --out")
 
 
 @click.command()
@@ -93,10 +81,7 @@ def _check_writable(out_dir: Path) -> None:
     "starts: fullconv runs in stripes and tiles in smaller chunks to fit, or it stops at once with what to change.",
 )
 @click.option("--bf16", is_flag=True, help="Run the model in bfloat16 autocast (faster on recent CPUs/GPUs).")
-@click.option(
-    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("convscope-out/dream"), show_default=True,
-    help="Output folder (created if needed).",
-)
+@out_option("convscope-out/dream")
 @model_option
 @device_option
 @json_option
@@ -126,7 +111,7 @@ def dream(
       convscope dream photo.jpg --guide other.jpg --zoom-frames 20
     """
     from convscope.app.dream import carve_photo, dream_photo
-    from convscope.cli.output import finish, terminal_progress, write_result
+    from convscope.cli.output import finish, terminal_progress, write_result, writing
     from convscope.optvis.core import Cancelled
     from convscope.photos import PhotoError, default_photo_path, read_photo
 
@@ -139,7 +124,6 @@ def dream(
         guide_photo = read_photo(guide) if guide is not None else None
     except PhotoError as exc:
         fail(str(exc))
-    _check_writable(out_dir)
 
     with terminal_progress(disable=as_json) as progress:
         try:
@@ -162,34 +146,12 @@ def dream(
         except ValueError as exc:
             fail(str(exc))
 
-    # Everything is computed; now write (each file atomically, the JSON last).
+    # Everything is computed; now write (each file atomically, the JSON last; all or nothing).
     out_dir = Path(out_dir)
-    started = time.time()
     photos: list[Path] = []
-    try:
+    with writing(out_dir):
         # the dream in --format; zoom frames are always PNG
         for stem, pixels in result.images().items():
             photos.append(_save_photo(out_dir / f"{stem}.{image_format if stem == 'dream' else 'png'}", pixels))
         written = write_result(result, out_dir, arrays=False)
-    except (OSError, MemoryError, ValueError, RuntimeError) as exc:
-        candidates = [*photos, *(out_dir / f"{stem}.png" for stem in result.figures()), out_dir / f"{result.kind}.json"]
-        _remove_new(candidates, started)
-        reason = "out of memory" if isinstance(exc, MemoryError) else f"{type(exc).__name__}: {exc}" if not isinstance(exc, OSError) else str(exc)
-        fail(f"cannot write the results to {out_dir}: {reason}; nothing of this run was kept")
     finish(result, photos + written, as_json)
-
-
-def _remove_new(paths: list[Path], since: float) -> None:
-    """Remove the files of ``paths`` written since ``since`` (a run's partial set)."""
-    for path in paths:
-        try:
-            if path.is_file() and path.stat().st_mtime >= since - 1:
-                path.unlink()
-        except OSError:
-            pass
-    for folder in {path.parent for path in paths}:
-        try:
-            if folder.name == "frames" and not any(folder.iterdir()):
-                folder.rmdir()
-        except OSError:
-            pass

@@ -115,20 +115,6 @@ def _default_image(split_length: int) -> str:
     return DEFAULT_IMAGE if split_length > index else "test:0"
 
 
-def _writable_or_fail(out_dir: Path) -> None:
-    """Stop before any work when the output folder could not be written (nothing is
-    created here: a run that fails later leaves no empty folder behind)."""
-    import os
-
-    existing = out_dir.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        fail(f"cannot write into {out_dir}: {existing} is a file, not a folder; choose another --out")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        fail(f"cannot write into {out_dir}: {existing} is not writable; choose another --out")
-
-
 @click.command()
 @click.option("--method", "-m", default="deconvnet", show_default=True, type=MethodChoice(extra=("all",)),
               cls=MethodHelpOption)
@@ -213,7 +199,7 @@ def explain(
     """
     from convscope.app import explain as app
     from convscope.cli.common import model_split_or_fail
-    from convscope.cli.output import finish, terminal_progress, write_result
+    from convscope.cli.output import finish, terminal_progress, write_result, writing
     from convscope.progress import Cancelled
     from convscope.spec import spec_of
 
@@ -231,7 +217,6 @@ def explain(
     picked = resolve_image(image if image is not None else _default_image(len(split)), data_dir, dataset, spec=spec)
     options = {"layer": layer, "keep": keep, "window": window, "stride": stride, "baseline": baseline, "steps": steps,
                "samples": samples, "noise_level": noise, "seed": seed, "base": smooth_base}
-    _writable_or_fail(Path(out_dir))
     try:
         with terminal_progress(disable=as_json) as progress:
             if sanity:
@@ -254,8 +239,6 @@ def explain(
         fail("cancelled; nothing was written")
     except ValueError as exc:  # bad target / layer / option (AddressError, SpecError are ValueErrors)
         fail(str(exc))
-    try:
+    with writing(Path(out_dir)):
         written = write_result(result, Path(out_dir))
-    except OSError as exc:
-        fail(f"cannot write the results into {out_dir}: {exc.strerror or exc}")
     finish(result, written, as_json)

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from convscope.cli.common import (
-    default_lines, echo_err, emit_json, fail, json_option, model_args, open_model_or_fail, spec_options,
+    default_lines, echo_err, emit_json, fail, json_option, model_args, open_model_or_fail, out_option, spec_options,
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -32,8 +32,7 @@ def _default_name(source: str, kind: str) -> str:
 
 @click.command("import")
 @click.argument("source", metavar="SRC")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for NAME.safetensors + NAME.json (created if needed).")
+@out_option(None, required=True, help="Folder for NAME.safetensors + NAME.json (created if needed).")
 @click.option("--name", default=None,
               help="File name (letters, digits, _ and -) and display name. Default: SRC's stem (a factory: its "
                    "function's name).")
@@ -61,6 +60,7 @@ def import_command(source: str, out_dir: Path, name: str | None, force: bool, as
     """
     import torch
 
+    from convscope.cli.output import writing
     from convscope.models import ModelFileError, load_model
     from convscope.models.files import native_config, paths_for, save_model
     from convscope.spec import SPEC_ATTRIBUTE
@@ -84,11 +84,8 @@ def import_command(source: str, out_dir: Path, name: str | None, force: bool, as
     if existing and not force:
         fail(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --force to replace, "
              "or choose another --name / --out")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    with writing(out_dir, what="the model files"):  # both files or neither
         save_model(model, out_dir / stem, config)
-    except OSError as exc:
-        fail(f"cannot write into {out_dir}: {exc.strerror or exc}")
 
     # read the files back: the native model must compute exactly what was loaded
     try:

@@ -8,7 +8,6 @@ model's own (``--dataset`` chooses another); classes are given by name or index.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from convscope.cli.common import (
     model_option,
     model_split_or_fail,
     out_option,
+    short,
 )
 from convscope.cli.images import image_option, resolve_image, resolve_images, split_image_texts
 
@@ -37,12 +37,6 @@ MAX_TEXT = 4096
 
 
 # -- shared helpers (also used by evaluate_cmd) ------------------------------------------------
-
-
-def short(text: Any, limit: int = 80) -> str:
-    """``text`` cut to ``limit`` characters for messages (the length is said)."""
-    text = str(text)
-    return text if len(text) <= limit else text[: limit - 20] + f"… ({len(text):,} characters)"
 
 
 def model_label(model_path: Path | None) -> str:
@@ -73,17 +67,16 @@ def split_layer_texts(texts: str | Sequence[str] | None) -> list[str]:
 
 def check_length(text: str | None, what: str) -> None:
     if text is not None and len(str(text)) > MAX_TEXT:
-        fail(f"{what} {short(text, 60)!r} is too long")
+        fail(f"{what} {short(text, 60)!r} is too long (at most {MAX_TEXT:,} characters); "
+             "`convscope summary` lists the model's names")
 
 
 def prepare_out(out_dir: Path) -> None:
-    """Create the output folder, or stop before any long work when it cannot be written."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        fail(f"cannot create the output folder {short(out_dir)}: {exc.strerror or exc}")
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        fail(f"cannot write into the output folder {short(out_dir)}: permission denied")
+    """Stop before any long work when the output folder cannot be written
+    (:func:`convscope.cli.output.check_output_folder`; creates nothing)."""
+    from convscope.cli.output import check_output_folder
+
+    check_output_folder(out_dir)
 
 
 def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -110,13 +103,13 @@ def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def write_outputs(result: Any, out_dir: Path, *, figures: bool = True) -> list[Path]:
     """Write a result: its pictures (``pictures()``), text files (``texts()``), then
     figures, arrays and JSON (:func:`convscope.cli.output.write_result`); the JSON
-    lists every file written."""
+    lists every file written. All or nothing (:func:`convscope.cli.output.writing`)."""
     from convscope import io
-    from convscope.cli.output import write_result
+    from convscope.cli.output import write_result, writing
 
     extra: list[Path] = []
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    with writing(out_dir):
+        io.make_folders(out_dir)
         pictures = result.pictures() if hasattr(result, "pictures") else {}
         for stem, picture in pictures.items():
             extra.append(io.save_image(out_dir / f"{stem}.png", picture))
@@ -129,8 +122,6 @@ def write_outputs(result: Any, out_dir: Path, *, figures: bool = True) -> list[P
             data = result.to_json()
             data["files"] = [str(p) for p in paths]
             io.write_json(written[-1], data)
-    except OSError as exc:
-        fail(f"cannot write into {short(out_dir)}: {exc.strerror or exc}")
     return paths
 
 

@@ -10,7 +10,7 @@ import click
 from click.core import ParameterSource
 
 from convscope.cli.common import (
-    FiniteFloatRange, data_dir_option, dataset_option, device_option, fail, json_option, load_model_or_fail,
+    SEED, FiniteFloatRange, data_dir_option, dataset_option, device_option, fail, json_option, load_model_or_fail,
     model_option, model_split_or_fail, out_option,
 )
 
@@ -60,7 +60,7 @@ def _numbers(text: str | None, kind: type, flag: str) -> tuple | None:
               help="Write views, evolution strip and loss curve per map (default: on for listed maps, off for --all and --all-layers).")
 @click.option("--compare-strategies", is_flag=True,
               help="Also run strategy 1 on the same maps; write LAYER_strategies.png and per-map strategy-1 activation.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for all random images (same seed → same OIPs).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for all random images (same seed → same OIPs).")
 @click.option("--param", "parametrisation", type=click.Choice(["pixel", "fourier"]), default="pixel", show_default=True,
               help="Modern: optimise pixels or a 1/f-scaled Fourier spectrum.")
 @click.option("--optimizer", type=click.Choice(["normalized", "adam"]), default="normalized", show_default=True,
@@ -77,7 +77,7 @@ def _numbers(text: str | None, kind: type, flag: str) -> tuple | None:
               help="Modern: blur the pixels every K steps (pixel parametrisation; 0 = off).")
 @click.option("--blur-sigma", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Modern: width of that 3×3 Gaussian blur, px [default: 0.5].")
-@click.option("--diversity", type=click.IntRange(1), default=1, show_default=True,
+@click.option("--diversity", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Modern: K OIPs per map pushed apart by a diversity penalty (1 = off); gallery row per map.")
 @click.option("--diversity-weight", type=FiniteFloatRange(min=0), default=None,
               help=f"Modern: weight of the diversity penalty [default: {DIVERSITY_WEIGHT:g}].")
@@ -128,7 +128,7 @@ def oip(layer, maps, all_maps, all_layers, strategy, precursor, candidates, data
     """
     from convscope.address import AddressError
     from convscope.app.oip import ModernOptions, OIPOptions, OptionsError, run_oips
-    from convscope.cli.output import finish, terminal_progress, write_result
+    from convscope.cli.output import finish, terminal_progress, write_result, writing
     from convscope.optvis.core import Cancelled
 
     modern = ModernOptions(parametrisation, optimizer, lr, transforms, l1, tv, blur_every, blur_sigma, diversity,
@@ -169,13 +169,13 @@ def oip(layer, maps, all_maps, all_layers, strategy, precursor, candidates, data
 
         split = model_split_or_fail(model, "test", dataset, data_dir)
         dataset_images = to_input(model, split.images[:10000]).cpu()
-    out_dir.mkdir(parents=True, exist_ok=True)
     try:
         with terminal_progress(disable=as_json) as progress:
             run = run_oips(model, jobs, options, dataset_images=dataset_images, progress=progress)
     except Cancelled:
-        fail("interrupted: nothing was written (OIPs of a layer are written when the layer is finished)")
-    written = write_result(run, out_dir)
+        fail("interrupted: nothing was written (the files are written when every OIP is finished)")
+    with writing(out_dir):
+        written = write_result(run, out_dir)
     finish(run, written, as_json)
 
 
@@ -184,7 +184,7 @@ def oip(layer, maps, all_maps, all_layers, strategy, precursor, candidates, data
 @click.option("--passes", type=click.IntRange(1), default=2, show_default=True, help="Passes; each later pass starts from the previous result.")
 @click.option("--jitter", type=click.IntRange(0), default=1, show_default=True, help="Random roll per step, ± pixels (1 px ≈ 4 % of 28).")
 @click.option("--epsilon", type=FiniteFloatRange(min=0, min_open=True), default=0.01, show_default=True, help="Step size on the unit-RMS gradient.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the start images and jitter.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for the start images and jitter.")
 @model_option
 @device_option
 @json_option
@@ -203,11 +203,10 @@ def classes(steps, passes, jitter, epsilon, seed, model_path, device, as_json, o
       convscope classes --out my-classes
     """
     from convscope.app.oip import OptionsError, class_patterns
-    from convscope.cli.output import finish, terminal_progress, write_result
+    from convscope.cli.output import finish, terminal_progress, write_result, writing
     from convscope.optvis.core import Cancelled
 
     model = load_model_or_fail(model_path, device)
-    out_dir.mkdir(parents=True, exist_ok=True)
     try:
         with terminal_progress(disable=as_json) as progress:
             result = class_patterns(model, steps=steps, epsilon=epsilon, jitter=jitter, passes=passes, seed=seed,
@@ -216,5 +215,6 @@ def classes(steps, passes, jitter, epsilon, seed, model_path, device, as_json, o
         raise click.UsageError(str(exc)) from None
     except Cancelled:
         fail("interrupted: nothing was written")
-    written = write_result(result, out_dir)
+    with writing(out_dir):
+        written = write_result(result, out_dir)
     finish(result, written, as_json)

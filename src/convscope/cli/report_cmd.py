@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from convscope.cli.common import (
-    data_dir_option, dataset_option, device_option, echo_err, emit_json, fail, json_option, model_args, model_option,
-    out_option,
+    SEED, checked_folder, data_dir_option, dataset_option, device_option, echo_err, emit_json, fail, json_option, model_args,
+    model_option, out_option,
 )
 
 
@@ -20,11 +20,11 @@ from convscope.cli.common import (
               help="Comma-separated layers that get a section (default: every conv layer and hidden dense layer).")
 @out_option("convscope-out/atlas")
 @click.option("--quick", is_flag=True, help="Reduced profile for CI: fewer OIP steps and examples, smaller dreams; every section still present.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of every random start (OIPs, class visualisations, dreams).")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of every random start (OIPs, class visualisations, dreams).")
 @click.option("--pages", type=click.Choice(["auto", "single", "split"]), default="auto", show_default=True,
               help="single: one self-contained index.html; split: one page per layer with the pictures as files beside "
                    "it; auto: split above the profile's map count (1,024 conv maps).")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, callback=checked_folder,
               help="Where stage results are kept (default OUT/.stages); may be a shared folder.")
 @device_option
 @click.option("--threads", type=click.IntRange(min=1, max=1024), default=None,
@@ -78,7 +78,7 @@ def report(model_path: str | None, dataset: str | None, data_dir: Path | None, l
       convscope report --executor ray --ray-workers 8
     """
     from convscope.address import AddressError
-    from convscope.cli.output import terminal_progress
+    from convscope.cli.output import WRITE_ERRNOS, terminal_progress, writing
     from convscope.data import DataNotFoundError, DatasetError
     from convscope.models import ModelFileError
     from convscope.optvis.core import Cancelled
@@ -108,14 +108,22 @@ def report(model_path: str | None, dataset: str | None, data_dir: Path | None, l
         layers=layer_list, profile="quick" if quick else "full", seed=seed, device=device, command=command_line(),
         threads=threads, pages=pages, cache_dir=cache_dir, executor=executor, ray=ray_options,
     )
-    try:
-        with terminal_progress(disable=as_json, transient=True) as progress:
-            result = build_atlas(options, progress=progress, log=None if as_json else echo_err)
-    except (KeyboardInterrupt, Cancelled):
-        fail(f"interrupted. Finished stages are kept in {cache_dir or out_dir / '.stages'}; run the same command again to resume.")
-    except (ModelFileError, DataNotFoundError, DatasetError, AddressError, SpecError, ValueError, OSError,
-            RayExecutorError) as exc:
-        fail(str(exc))
+    stages = cache_dir or out_dir / ".stages"
+    # a failure removes this run's pages; finished stages stay in the cache, so running again resumes
+    with writing(out_dir, what="the atlas", keep_under=(stages,),
+                 hint=f"Finished stages are kept in {stages}; run the same command again to resume."):
+        try:
+            with terminal_progress(disable=as_json, transient=True) as progress:
+                result = build_atlas(options, progress=progress, log=None if as_json else echo_err)
+        except (KeyboardInterrupt, Cancelled):
+            fail(f"interrupted. Finished stages are kept in {stages}; run the same command again to resume.")
+        except OSError as exc:
+            if exc.errno in WRITE_ERRNOS:
+                raise  # a full disk or a folder that became unwritable: one line from writing()
+            fail(str(exc))
+        except (ModelFileError, DataNotFoundError, DatasetError, AddressError, SpecError, ValueError,
+                RayExecutorError) as exc:
+            fail(str(exc))
     if as_json:
         emit_json({
             "index": str(result.index),

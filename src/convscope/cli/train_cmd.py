@@ -4,7 +4,6 @@ hyper-parameters overridden by a flag."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import shlex
 import sys
 import time
@@ -13,7 +12,9 @@ from typing import Any
 
 import click
 
-from convscope.cli.common import FiniteFloatRange, data_dir_option, device_option, echo_err, emit_json, fail, json_option
+from convscope.cli.common import (
+    FiniteFloatRange, data_dir_option, device_option, echo_err, emit_json, fail, json_option, out_option,
+)
 
 #: CLI parameter → recipe field, for the flags that override a recipe.
 _RECIPE_FLAGS = {
@@ -85,7 +86,7 @@ def _resume_conflicts(ctx: click.Context, options: dict[str, Any], recorded_reci
     "decay, L2 1e-3, batch 64, 80 epochs). model_b (default for model_b): the posts' Model B run (plain Adam "
     "lr 1e-3, inputs 0..1, batch 256, 20 epochs, 20 %% validation split). The flags below override single settings.",
 )
-@click.option("--epochs", type=click.IntRange(1), default=None, help="Epochs (with --resume: a larger number extends the run).")
+@click.option("--epochs", type=click.IntRange(1, 100_000), default=None, help="Epochs (with --resume: a larger number extends the run).")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Images per step.")
 @click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Learning rate: initial, or the peak of one_cycle.")
@@ -122,10 +123,8 @@ def _resume_conflicts(ctx: click.Context, options: dict[str, Any], recorded_reci
 @click.option(
     "--train-limit", type=click.IntRange(1), default=None, help="Train on only the first N training images (quick runs)."
 )
-@click.option(
-    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/train"), show_default=True,
-    help="Run folder: model files, history.json, training_curves.png (redrawn after every epoch) and the checkpoint.",
-)
+@out_option("runs/train", help="Run folder: model files, history.json, training_curves.png (redrawn after every epoch) "
+                               "and the checkpoint.")
 @click.option("--resume", is_flag=True,
               help="Continue the interrupted run in --out from its last finished epoch (with its own settings).")
 @data_dir_option
@@ -167,7 +166,9 @@ def train(
     from convscope import __version__
     from convscope.data import DataNotFoundError, DatasetError, IdxError, load_split
     from convscope.device import resolve_device
-    from convscope.io import save_figure, write_json
+    from convscope.cli.output import PlainLines, writing
+    from convscope.progress import ProgressEvent
+    from convscope.io import read_json, save_figure, track_writes, write_json
     from convscope.models import build_model, default_config, save_model
     from convscope.render.training import training_curves_figure
     from convscope.training import init_weights, train as run_training
@@ -181,8 +182,11 @@ def train(
     checkpoint_dir = out_dir / "checkpoint"
     state = None
     if resume:
+        if not (checkpoint_dir / "checkpoint.json").is_file():
+            fail(f"nothing to resume in {out_dir}: it holds no checkpoint/checkpoint.json; point --out at the folder of "
+                 "an interrupted run, or leave out --resume to start a new run")
         try:
-            meta = json.loads((checkpoint_dir / "checkpoint.json").read_text(encoding="utf-8"))
+            meta = read_json(checkpoint_dir / "checkpoint.json")
             recorded = meta["recipe"]
             recipe = Recipe(**{**(RECIPES[recorded["name"]].to_dict() if recorded.get("name") in RECIPES else {}),
                                **recorded})
@@ -255,8 +259,18 @@ def train(
     task = progress.add_task("train", total=None, epoch=0, epochs=recipe.epochs, loss=float("nan"))
     held = "test" if recipe.val_split == 0 else "val"
 
+    # stderr not a terminal (a log, a pipe): a plain line every ~10 s within an epoch, besides the epoch lines
+    plain = None if as_json or progress.console.is_terminal else PlainLines(tenths=False)
+    epoch_started = [time.perf_counter()]
+
     def on_batch(index: int, total: int, loss: float) -> None:
         progress.update(task, completed=index + 1, total=total, loss=loss)
+        if plain is not None:
+            if index == 0:
+                epoch_started[0] = time.perf_counter()
+            epoch = progress.tasks[0].fields["epoch"]
+            plain(ProgressEvent(0, f"epoch {epoch}/{recipe.epochs}, batches", index + 1, total,
+                                elapsed=time.perf_counter() - epoch_started[0]))
 
     def on_epoch_end(current, net, _optimizer) -> None:
         # the checkpoint first: the epoch's outputs (curves, the printed line) only once it is safe
@@ -283,7 +297,7 @@ def train(
         )
     resume_hint = f"convscope train --out {shlex.quote(str(out_dir))} --resume"
     try:
-        with progress:
+        with progress, track_writes() as run_writes:
             progress.update(task, epoch=(state.epochs_done if state else 0) + 1)
             state = run_training(
                 model, train_split, test_split, recipe, seed=seed, device=dev, state=state,
@@ -298,6 +312,10 @@ def train(
         fail(f"{exc}. Nothing of epoch {exc.epoch} was kept; {kept}. Start a new run (another --out) with a "
              f"lower --lr (this run used {recipe.lr:g}), or a gentler schedule / optimizer.")
     except CheckpointWriteError as exc:
+        if not (checkpoint_dir / "checkpoint.json").is_file():  # not one epoch saved: leave nothing behind
+            run_writes.undo()
+            fail(f"{exc}. Training stopped; nothing was kept. Free space or fix the folder's permissions (or choose "
+                 "another --out), then run the same command again.")
         fail(f"{exc}. Training stopped so that no epoch goes unsaved; free space or fix the folder's permissions, "
              f"then continue with: {resume_hint}")
     except OSError as exc:
@@ -350,7 +368,10 @@ def train(
         "train_seconds": sum(r.seconds for r in state.history),
         "wall_seconds_this_session": time.perf_counter() - started,
     }
-    try:
+    # all or nothing: a failure removes the model files written so far (never the checkpoint)
+    with writing(out_dir, what="the trained model", keep_under=(checkpoint_dir,),
+                 hint=f"The checkpoint in {checkpoint_dir} holds every epoch; after fixing the folder, write the "
+                      f"outputs again with: {resume_hint}"):
         weights_path, config_path = save_model(model, out_dir / name, config)
         history["model_files"] = [str(weights_path), str(config_path)]
         write_json(out_dir / "history.json", history)
@@ -358,9 +379,6 @@ def train(
             state.history, state.lr_history, title, label_smoothing=recipe.label_smoothing, validation=validation,
             test_accuracy=test_accuracy if recipe.val_split > 0 else None,
         ))
-    except OSError as exc:
-        fail(f"cannot write the trained model in {out_dir}: {exc}. The checkpoint in {checkpoint_dir} holds every "
-             f"epoch; after fixing the folder, write the outputs again with: {resume_hint}")
     if as_json:
         emit_json({k: v for k, v in history.items() if k != "lr_history"})
     else:

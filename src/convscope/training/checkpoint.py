@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from convscope.io import atomic_write_bytes, atomic_write_text, to_json
+from convscope.io import atomic_write_bytes, atomic_write_text, make_folders, to_json
 from convscope.training.loop import EpochRecord, TrainState
 from convscope.training.recipes import Recipe
 
@@ -90,7 +90,7 @@ def save_checkpoint(
         **extra,
     }
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folders(folder)  # (tracked: a front end may remove a folder it made for nothing)
         atomic_write_bytes(folder / weights_name, payload)
         # only now does the JSON point at the new weights (a leftover weights file of a
         # failed attempt is removed by the next successful save)

@@ -331,7 +331,7 @@ def test_weights_files_are_checked_and_never_unpickled(tmp_path):
     assert not marker.exists()
 
     torch.save(nn.Linear(3, 2).state_dict(), tmp_path / "other.pt")
-    with pytest.raises(ModelLoadError, match=r"does not fit .*missing \[1.bias, 1.weight\]; unexpected \[bias, weight\]"):
+    with pytest.raises(ModelLoadError, match=r"does not fit .*missing tensors \['1.bias', '1.weight'\]; unexpected tensors \['bias', 'weight'\]"):
         load_any(ref, weights=tmp_path / "other.pt", spec_fields=fields)
     bad = good.state_dict()
     bad["1.weight"] = torch.full((2, 4), float("nan"))

@@ -397,6 +397,29 @@ def _check_config_fits(config: ModelConfig, model: nn.Module, config_path: Path)
         raise ModelFileError(f"{config_path}: {exc}") from None
 
 
+
+def state_dict_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], limit: int = 6) -> list[str]:
+    """What keeps ``state`` from loading into a module whose state dict is ``expected``:
+    missing, unexpected and wrongly shaped tensors, named (at most ``limit`` of each);
+    empty when it fits."""
+
+    def few(names: list[str]) -> str:
+        shown = ", ".join(repr(name) for name in names[:limit])
+        return f"[{shown}, …] ({len(names)})" if len(names) > limit else f"[{shown}]"
+
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    details = []
+    if missing:
+        details.append(f"missing tensors {few(missing)}")
+    if unexpected:
+        details.append(f"unexpected tensors {few(unexpected)}")
+    if wrong:
+        details.append("wrong shapes " + ", ".join(
+            f"{k} {tuple(state[k].shape)}≠{tuple(expected[k].shape)}" for k in wrong[:limit]))
+    return details
+
 def load_model(
     path: str | os.PathLike | None = None,
     *,
@@ -502,17 +525,8 @@ def load_model(
         state = st_load(weights)
     except (SafetensorError, Exception) as exc:  # safetensors raises several types for corrupt headers
         raise ModelFileError(f"{weights_path}: not a readable safetensors file ({exc})") from exc
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        details = []
-        if missing:
-            details.append(f"missing tensors {missing}")
-        if unexpected:
-            details.append(f"unexpected tensors {unexpected}")
-        if wrong:
-            details.append("wrong shapes " + ", ".join(f"{k} {tuple(state[k].shape)}≠{tuple(expected[k].shape)}" for k in wrong))
+    details = state_dict_mismatch(expected, state)
+    if details:
         raise ModelFileError(f"{weights_path} does not fit architecture {config.architecture!r}: " + "; ".join(details))
     # floating tensors where the model holds floats (integers only for counters such as BatchNorm's)
     bad_dtype = [k for k, v in state.items() if v.is_floating_point() != expected[k].is_floating_point()]

@@ -62,12 +62,17 @@ import torch
 from torch import nn
 
 from convscope.models.files import (
-    GRAPH_ARCHITECTURE, ModelConfig, ModelFileError, conversion_for, load_model, paths_for,
+    GRAPH_ARCHITECTURE, ModelConfig, ModelFileError, conversion_for, load_model, paths_for, state_dict_mismatch,
 )
 from convscope.spec import SPEC_ATTRIBUTE, ModelSpec, SpecError, check_model_fits, model_output
 
 #: Models that ship inside the package: name → file stem in ``convscope/shipped/``.
 SHIPPED_MODELS: dict[str, str] = {"seed_cnn": "seed_cnn"}
+#: What each shipped model is, for titles and ``--help``.
+SHIPPED_DESCRIPTIONS: dict[str, str] = {
+    "seed_cnn": "Model A, fast recipe",
+    "reference": "Model A, the posts' reference recipe (RMSprop, 80 epochs)",
+}
 #: The model used when none is named.
 DEFAULT_MODEL = "seed_cnn"
 
@@ -138,6 +143,8 @@ class LoadedModel:
         """Short description for titles: ``"shipped Model A (seed_cnn)"``, or the reference."""
         if self.reference is None:
             return f"shipped Model A ({DEFAULT_MODEL})"
+        if self.kind == "shipped" and self.reference in SHIPPED_DESCRIPTIONS:
+            return f"shipped {SHIPPED_DESCRIPTIONS[self.reference]} ({self.reference})"
         return self.reference
 
 
@@ -749,18 +756,8 @@ def load_weights(module: nn.Module, path: Path, ref: str | None = None) -> None:
     """
     state = read_state_dict(path, ref)
     expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        details = []
-        if missing:
-            details.append(f"missing {_few(missing)}")
-        if unexpected:
-            details.append(f"unexpected {_few(unexpected)}")
-        if wrong:
-            details.append("wrong shapes " + ", ".join(
-                f"{k} {tuple(state[k].shape)}≠{tuple(expected[k].shape)}" for k in wrong[:5]))
+    details = state_dict_mismatch(expected, state)
+    if details:
         raise ModelLoadError(f"--weights {path} does not fit {ref or 'the model'}: " + "; ".join(details))
     kinds = [k for k in expected if state[k].is_floating_point() != expected[k].is_floating_point()]
     if kinds:
@@ -777,7 +774,7 @@ def _few(names: list[str], limit: int = 6) -> str:
 
 
 __all__ = [
-    "DEFAULT_MODEL", "DEFAULT_PREPROCESSING", "LoadedModel", "ModelLoadError", "SHIPPED_MODELS", "SPEC_FLAGS",
+    "DEFAULT_MODEL", "DEFAULT_PREPROCESSING", "LoadedModel", "ModelLoadError", "SHIPPED_DESCRIPTIONS", "SHIPPED_MODELS", "SPEC_FLAGS",
     "SUPPORTED_FORMS", "SUPPORTED_TEXT", "classify", "complete_spec", "is_torchscript", "load_any", "load_weights",
     "open_model", "read_state_dict", "run_factory",
 ]

@@ -65,11 +65,15 @@ class LazyGroup(click.Group):
 def main() -> None:
     """convscope — see inside a convolutional network.
 
-    Train the classic MNIST CNN, then look at every layer and map: activation
-    grids, optimised input patterns (OIPs), class patterns, attributions and
-    DeepDreams. Every command works right after install on the shipped model.
+    Look at every layer and map of a convolutional network: activation grids,
+    optimised input patterns (OIPs), class patterns, attributions, DeepDreams,
+    an offline HTML atlas (report) and a live explorer (serve). Every command
+    works right after install on the shipped MNIST models (seed_cnn, reference)
+    and the built-in MNIST test set, and on your own model (--model: convscope
+    files, a Keras .h5/.keras file, or FILE.py:FUNCTION) and data (--dataset:
+    mnist, fashion-mnist, an IDX folder, a folder of images, an .npz).
 
     Layers are addressed one way everywhere: Conv2D_3 (a layer), Conv2D_3:120
-    (map 120), Conv2D_3:120@1,2 (one unit). Images: test:1302, train:7, or a
-    PNG/JPG file.
+    (map 120), Conv2D_3:120@1,2 (one unit). Images: test:1302, train:7, or an
+    image file, converted as the model's spec says.
     """

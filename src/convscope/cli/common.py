@@ -38,7 +38,7 @@ MAX_CLASSES = 100_000
 SEED = click.IntRange(0, 2**63 - 1)
 
 MODEL_HELP = (
-    "The model: a shipped name (seed_cnn); convscope files NAME.json / NAME.safetensors; a Keras .h5 or "
+    "The model: a shipped name (seed_cnn = Model A, fast recipe; reference = the posts' recipe); convscope files NAME.json / NAME.safetensors; a Keras .h5 or "
     ".keras file; or FILE.py:FUNCTION, a Python function returning an nn.Module (weights: --weights). "
     "Default: the shipped Model A."
 )

@@ -67,7 +67,7 @@ from convscope.models.files import (
 from convscope.spec import SPEC_ATTRIBUTE, ModelSpec, SpecError, check_model_fits, model_output
 
 #: Models that ship inside the package: name → file stem in ``convscope/shipped/``.
-SHIPPED_MODELS: dict[str, str] = {"seed_cnn": "seed_cnn"}
+SHIPPED_MODELS: dict[str, str] = {"seed_cnn": "seed_cnn", "reference": "reference"}
 #: What each shipped model is, for titles and ``--help``.
 SHIPPED_DESCRIPTIONS: dict[str, str] = {
     "seed_cnn": "Model A, fast recipe",

@@ -128,7 +128,7 @@ def test_model_help_lists_every_form_and_the_spec_flags():
     result = _invoke(["summary", "--help"])
     assert result.exit_code == 0
     text = " ".join(result.output.split())
-    for words in ("--model MODEL", "shipped name (seed_cnn)", "NAME.json / NAME.safetensors", "Keras .h5 or .keras",
+    for words in ("--model MODEL", "shipped name (seed_cnn = Model A, fast recipe; reference = the posts' recipe)", "NAME.json / NAME.safetensors", "Keras .h5 or .keras",
                   "FILE.py:FUNCTION", "--weights FILE", "--input-shape C,H,W", "--class-names NAME,NAME,...",
                   "--class-names-file FILE", "--num-classes N", "--preprocess [standardize|unit|meanstd|raw]",
                   "--mean", "--std", "--image-conversion [digit|resize|crop|none]", "--model-dataset NAME|PATH"):

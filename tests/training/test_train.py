@@ -106,4 +106,4 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path, mnist_dir: P
         _cli(["train", "--out", str(tmp_path / "nothing"), "--resume"], env), env=env, capture_output=True, text=True
     )
     assert result.returncode != 0
-    assert "cannot resume" in result.stderr and "Traceback" not in result.stderr
+    assert "nothing to resume in" in result.stderr and "leave out --resume" in result.stderr and "Traceback" not in result.stderr

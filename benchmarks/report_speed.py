@@ -1,7 +1,7 @@
 """How long the atlas takes: a fresh build of the whole atlas for Model A, stage by
 stage (wall and CPU seconds), then the same build again from the stored stages.
 
-Target: the whole (full-profile) atlas in ≤ 60 s on a 2-core CPU. On a shared
+Target (issue 15): the whole (full-profile) atlas in ≤ 15 s on a 2-core CPU, its second build ≤ 1 s. On a shared
 machine the wall time depends on what else runs; the CPU column and the load
 average printed before and after say how busy it was.
 
@@ -13,17 +13,15 @@ average printed before and after say how busy it was.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
-
 from convscope.report import AtlasOptions, build_atlas
 
-TARGET_SECONDS = 60.0
+TARGET_SECONDS = 15.0
+SECOND_TARGET_SECONDS = 1.0
 
 
 def main() -> None:
@@ -40,22 +38,23 @@ def main() -> None:
                                threads=args.threads, command="python benchmarks/report_speed.py")
         load_before = os.getloadavg()
         cpu0 = time.process_time()
-        first = build_atlas(options, console=Console(file=io.StringIO()))
+        first = build_atlas(options)
         cpu_first = time.process_time() - cpu0
-        second = build_atlas(options, console=Console(file=io.StringIO()))
+        second = build_atlas(options)
         load_after = os.getloadavg()
 
         print(f"profile: {'quick' if args.quick else 'full'}   cores: {os.cpu_count()}   "
               f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f}")
-        print(f"{'stage':<16}{'wall s':>9}{'CPU s':>9}{'cached run s':>14}")
+        print(f"{'stage':<24}{'wall s':>9}{'CPU s':>9}{'cached run s':>14}")
         for fresh, cached in zip(first.timings, second.timings):
-            print(f"{fresh.name:<16}{fresh.seconds:>9.2f}{fresh.cpu_seconds:>9.2f}{cached.seconds:>14.2f}")
+            print(f"{fresh.name:<24}{fresh.seconds:>9.2f}{fresh.cpu_seconds:>9.2f}{cached.seconds:>14.2f}")
         html_fresh = first.total_seconds - sum(t.seconds for t in first.timings)
-        print(f"{'load + html':<16}{html_fresh:>9.2f}{'':>9}{second.total_seconds - sum(t.seconds for t in second.timings):>14.2f}")
-        print(f"{'total':<16}{first.total_seconds:>9.2f}{cpu_first:>9.2f}{second.total_seconds:>14.2f}")
+        print(f"{'load + html':<24}{html_fresh:>9.2f}{'':>9}{second.total_seconds - sum(t.seconds for t in second.timings):>14.2f}")
+        print(f"{'total':<24}{first.total_seconds:>9.2f}{cpu_first:>9.2f}{second.total_seconds:>14.2f}")
         verdict = "within" if first.total_seconds <= TARGET_SECONDS else "OVER"
         print(f"fresh build {first.total_seconds:.1f} s wall ({verdict} the {TARGET_SECONDS:.0f} s target), "
-              f"{cpu_first:.1f} CPU s; resumed build {second.total_seconds:.1f} s "
+              f"{cpu_first:.1f} CPU s; resumed build {second.total_seconds:.2f} s "
+              f"({'within' if second.total_seconds <= SECOND_TARGET_SECONDS else 'OVER'} the {SECOND_TARGET_SECONDS:.0f} s target) "
               f"({first.total_seconds / max(second.total_seconds, 1e-9):.0f}× faster); "
               f"page {first.index.stat().st_size / 1e6:.1f} MB")
 

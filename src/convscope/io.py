@@ -14,8 +14,8 @@ import contextvars
 import json
 import math
 import os
-import sys
 import re
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -106,7 +106,8 @@ def make_folders(path: str | os.PathLike) -> Path:
     return path
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` may still be running (this one, another user's, or unknown: yes)."""
     if pid == os.getpid():
         return True
     try:
@@ -143,7 +144,7 @@ def clean_stale_parts(folder: str | os.PathLike, *, depth: int = 2, max_age: flo
                 if not entry.is_file(follow_symlinks=False) or not _ANY_PART.match(entry.name):
                     continue
                 match = _PART_NAME.match(entry.name)
-                stale = (not _process_alive(int(match["pid"]))) if match else now - entry.stat().st_mtime > max_age
+                stale = (not process_alive(int(match["pid"]))) if match else now - entry.stat().st_mtime > max_age
                 if stale:
                     os.unlink(entry.path)
                     removed.append(Path(entry.path))

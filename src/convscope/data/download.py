@@ -33,6 +33,7 @@ from convscope.data.sources import (
     PACKAGED_SPLITS, SPLIT_NAMES, DataNotFoundError, DatasetInfo, cache_dir, dataset_info, download_limit, file_in,
     mirrors_for, required_files, search,
 )
+from convscope.io import process_alive
 
 USER_AGENT = "convscope-data/1 (+https://pypi.org/project/convscope)"
 CHUNK = 1 << 16
@@ -264,18 +265,6 @@ def _part_path(target: Path, base_name: str) -> Path:
 _PART = re.compile(r"^\.(?P<file>.+?)\.(?P<tag>[^.]+)\.part$")
 
 
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # exists (another user's) or cannot tell: leave its file alone
-    return True
-
-
 def clean_stale_parts(target: str | os.PathLike, info: DatasetInfo, *, max_age: float = STALE_PART_AGE) -> list[Path]:
     """Remove ``.part`` files of ``info``'s files left in ``target`` by a killed run.
 
@@ -295,7 +284,7 @@ def clean_stale_parts(target: str | os.PathLike, info: DatasetInfo, *, max_age: 
             continue
         tag = match["tag"]
         try:
-            stale = (not _process_alive(int(tag))) if tag.isdigit() else now - path.stat().st_mtime > max_age
+            stale = (not process_alive(int(tag))) if tag.isdigit() else now - path.stat().st_mtime > max_age
             if stale:
                 path.unlink()
                 removed.append(path)

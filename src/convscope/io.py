@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
 import json
 import math
 import os
@@ -104,6 +105,15 @@ def make_folders(path: str | os.PathLike) -> Path:
     for log in _WRITE_LOGS.get():
         log.folders.extend(folder for folder in reversed(missing) if folder not in log.folders)
     return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def process_alive(pid: int) -> bool:

@@ -48,7 +48,6 @@ and external storage refused, every weight's shape checked before it is read.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -65,6 +64,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from convscope.io import file_sha256
 from convscope.models.graph import GlobalPool2d, PaddedAvgPool2d, describe
 
 #: Largest JSON config read (bytes).
@@ -229,14 +229,6 @@ def _text_attr(value: Any) -> str | None:
     if isinstance(value, (bytes, np.bytes_)):
         return bytes(value).decode("utf-8", "replace")
     return str(value)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1185,7 +1177,7 @@ def read_keras(path: str | Path) -> KerasImport:
         keras_version=version,
         backend=backend,
         source=path,
-        source_sha256=_sha256(path),
+        source_sha256=file_sha256(path),
         format=file_format,
         model_name=model_name,
         description=describe(module),

@@ -43,7 +43,6 @@ a clear error here, not a crash later.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.util
 import itertools
 import os
@@ -61,6 +60,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from convscope.io import file_sha256
 from convscope.models.files import (
     GRAPH_ARCHITECTURE, ModelConfig, ModelFileError, conversion_for, load_model, paths_for, state_dict_mismatch,
 )
@@ -460,14 +460,6 @@ def _check_fits(model: nn.Module, spec: ModelSpec, ref: str | None) -> None:
         ) from None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
 # the four kinds
 
@@ -537,11 +529,11 @@ def _load_factory(ref: str, detail: tuple[Path, str], weights: str | os.PathLike
             f"return model.float() from {function}()"
         )
     notes: list[str] = []
-    source: dict[str, Any] = {"kind": "python", "factory": ref, "file": str(file.resolve()), "sha256": _sha256(file)}
+    source: dict[str, Any] = {"kind": "python", "factory": ref, "file": str(file.resolve()), "sha256": file_sha256(file)}
     if weights is not None:
         weights_path = Path(weights)
         load_weights(module, weights_path, ref)
-        source.update(weights=str(weights_path.resolve()), weights_sha256=_sha256(weights_path))
+        source.update(weights=str(weights_path.resolve()), weights_sha256=file_sha256(weights_path))
     else:
         notes.append(f"no --weights given: using the weights {function}() set up")
     module.eval()

@@ -289,7 +289,10 @@ class _Tracer(torch.fx.Tracer):
 
 
 def _trace(module: nn.Module, keep: str | None = None) -> torch.fx.Graph:
-    return _Tracer(keep).trace(module)
+    from convscope.tracing_gate import GATE
+
+    with GATE.exclusive():  # fx patches nn.Module for the whole process while it traces
+        return _Tracer(keep).trace(module)
 
 
 def _module_value(module: nn.Module, inputs: list[_Value]) -> _Value:

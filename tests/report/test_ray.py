@@ -27,7 +27,8 @@ import pytest
 
 from convscope.progress import Cancelled, Progress
 from convscope.report import QUICK, AtlasOptions, build_atlas
-from convscope.report.codec import encode
+
+from .atlas_checks import assert_same_atlas
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Data's own deprecations
 
@@ -74,23 +75,6 @@ def _options(out: Path, dataset: Path, **changes) -> AtlasOptions:
 def local_atlas(tmp_path_factory, dataset):
     """The atlas built by the local executor (the reference)."""
     return build_atlas(_options(tmp_path_factory.mktemp("local"), dataset))
-
-
-def assert_same_atlas(reference, other) -> None:
-    """Every stage result equal (JSON values, arrays bit for bit, encoded pictures
-    byte for byte) and every stage's numbers in ``atlas.json`` equal."""
-    assert set(other.results) == set(reference.results)
-    for name, expected in reference.results.items():
-        meta, arrays, blobs = encode(expected)
-        got_meta, got_arrays, got_blobs = encode(other.results[name])
-        assert got_meta == meta, name
-        assert got_arrays.keys() == arrays.keys(), name
-        for key, array in arrays.items():
-            assert got_arrays[key].dtype == array.dtype and np.array_equal(got_arrays[key], array), f"{name} {key}"
-        assert got_blobs == blobs, name
-    summary, got = (json.loads(r.summary.read_text()) for r in (reference, other))
-    assert got["stages"] == summary["stages"]
-    assert [t["stage"] for t in got["timings"]] == [t["stage"] for t in summary["timings"]]
 
 
 def _free_cpus(ray, expected: float = 2.0, wait: float = 30.0) -> float:

@@ -29,6 +29,9 @@ from convscope.cli.common import (
 @device_option
 @click.option("--threads", type=click.IntRange(min=1, max=1024), default=None,
               help="PyTorch CPU threads (default 1: the atlas runs many small batches, where more threads mostly spin).")
+@click.option("--workers", type=click.IntRange(min=1, max=64), default=1, show_default=True,
+              help="Local executor: stages computed at once (threads of this process, one PyTorch thread and one "
+                   "copy of the model each). 2 on a 2-core machine: about 1.5-1.8x faster; same numbers.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help='Who computes the stages: this process, or Ray workers (pip install "convscope[ray]").')
 @click.option("--ray-address", default=None, metavar="auto|ray://HOST:PORT",
@@ -42,7 +45,7 @@ from convscope.cli.common import (
 @json_option
 def report(model_path: str | None, dataset: str | None, data_dir: Path | None, layers: str | None, out_dir: Path,
            quick: bool, seed: int, pages: str, cache_dir: Path | None, device: str, threads: int | None,
-           executor: str, ray_address: str | None, ray_workers: int | None, ray_gpus_per_worker: float, ray_data: bool,
+           workers: int, executor: str, ray_address: str | None, ray_workers: int | None, ray_gpus_per_worker: float, ray_data: bool,
            as_json: bool) -> None:
     """Build the atlas: index.html that opens offline from disk.
 
@@ -75,6 +78,7 @@ def report(model_path: str | None, dataset: str | None, data_dir: Path | None, l
       convscope report --quick --out /tmp/atlas
       convscope report --model runs/fast-seed0/seed_cnn.json --layers Conv2D_3,Dense_1
       convscope report --model model.h5 --preprocess standardize
+      convscope report --workers 2
       convscope report --executor ray --ray-workers 8
     """
     from convscope.address import AddressError
@@ -92,6 +96,8 @@ def report(model_path: str | None, dataset: str | None, data_dir: Path | None, l
                  if value]
     if executor != "ray" and ray_given:
         fail(f"{', '.join(ray_given)} only apply with --executor ray")
+    if executor == "ray" and workers != 1:
+        fail("--workers is the local executor's; with --executor ray use --ray-workers")
     ray_options = None
     if executor == "ray":
         from convscope.report.ray_executor import INSTALL_HINT, RayOptions, ray_available
@@ -106,7 +112,7 @@ def report(model_path: str | None, dataset: str | None, data_dir: Path | None, l
     options = AtlasOptions(
         out_dir=out_dir, model=model_path, model_options=model_options, dataset=dataset, data_dir=data_dir,
         layers=layer_list, profile="quick" if quick else "full", seed=seed, device=device, command=command_line(),
-        threads=threads, pages=pages, cache_dir=cache_dir, executor=executor, ray=ray_options,
+        threads=threads, workers=workers, pages=pages, cache_dir=cache_dir, executor=executor, ray=ray_options,
     )
     stages = cache_dir or out_dir / ".stages"
     # a failure removes this run's pages; finished stages stay in the cache, so running again resumes

@@ -69,7 +69,8 @@ def compile_for_input_gradient(
     layers = tuple(dict.fromkeys(layer for objective in rewritten if objective is not None for layer in objective.layers))
     twin = gradient_twin(model, layers)
     size = (int(image_size[0]), int(image_size[1]))
-    extent = input_extent(twin, layers, size) if crop and layers else None
+    # the caller's model: the same geometry as the twin's, and its derivation is kept per model
+    extent = input_extent(model, layers, size) if crop and layers else None
     if extent == size:
         extent = None
     return Compiled(twin, rewritten, extent)

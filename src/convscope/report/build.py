@@ -60,6 +60,8 @@ class AtlasOptions:
         command: the command line, recorded in the provenance section.
         history_search: folders whose ``*/history.json`` may hold the model's training history.
         threads: PyTorch CPU threads (``None``: 1).
+        workers: the local executor's stages computed at once (threads of this
+            process, one PyTorch thread each; 1 = one after another).
         pages: ``"auto"``, ``"single"`` (one self-contained file) or ``"split"`` (one page per layer).
         cache_dir: where stage results are stored (default ``OUT/.stages``; may be shared).
         model_path: older name of ``model`` (a path).
@@ -81,6 +83,7 @@ class AtlasOptions:
     command: str = ""
     history_search: list[Path] = field(default_factory=lambda: [Path("runs")])
     threads: int | None = None
+    workers: int = 1
     pages: str = "auto"
     cache_dir: Path | None = None
     model_path: Path | None = None
@@ -171,7 +174,7 @@ def make_executor(options: AtlasOptions, env: Env, threads: int) -> Executor:
     """The executor ``options.executor`` names (Ray is imported only for ``"ray"``,
     and only when it starts)."""
     if options.executor == "local":
-        return LocalExecutor(env, threads)
+        return LocalExecutor(env, threads, workers=options.workers)
     if options.executor == "ray":
         from convscope.report.ray_executor import RayExecutor, RayOptions
 

@@ -155,41 +155,139 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def run_task(env: Env, task: StageTask, progress: Task | None, threads: int) -> tuple[Any, float, float]:
-    """Compute one task in this process; returns ``(result, seconds, cpu_seconds)``."""
+def run_task(
+    env: Env, task: StageTask, progress: Task | None, threads: int, *, thread_clock: bool = False
+) -> tuple[Any, float, float]:
+    """Compute one task in this process; returns ``(result, seconds, cpu_seconds)``.
+
+    ``thread_clock``: count the CPU time of the calling thread only (several tasks
+    running at once in threads of one process, each with one PyTorch thread)."""
     from convscope.device import torch_threads
 
     function = resolve_function(task.function)
-    started, cpu = time.perf_counter(), time.process_time()
+    clock = time.thread_time if thread_clock else time.process_time
+    started, cpu = time.perf_counter(), clock()
     with torch_threads(1 if task.single_thread else threads):
         result = function(env, task.params, task.inputs, progress)
-    return result, time.perf_counter() - started, time.process_time() - cpu
+    return result, time.perf_counter() - started, clock() - cpu
 
 
 class LocalExecutor:
-    """Runs the tasks one after another in this process (the default)."""
+    """Runs the tasks in this process (the default): one after another, or with
+    ``workers`` > 1 that many at a time in threads, each with its own copy of the
+    model (a probe's hooks on a shared model would see the other stages' passes)
+    and one PyTorch thread. The stage functions and their results are the same
+    either way (each stage's randomness depends only on its parameters)."""
 
     name = "local"
 
-    def __init__(self, env: Env, threads: int = 1) -> None:
+    def __init__(self, env: Env, threads: int = 1, workers: int = 1) -> None:
         self.env = env
         self.threads = threads
+        self.workers = max(1, int(workers))
+        self._envs: list[Env] = [env]
+
+    def _run_one(self, env: Env, task: StageTask, progress: Progress, threads: int, thread_clock: bool):
+        with progress.task(task.title, None) as handle:
+            try:
+                return run_task(env, task, handle, threads, thread_clock=thread_clock)
+            except Exception as exc:  # say which stage failed; keep the traceback (a bug to fix)
+                if hasattr(exc, "add_note"):
+                    exc.add_note(f"while computing atlas stage {task.name!r} ({task.title})")
+                raise
 
     def run(self, tasks: Sequence[StageTask], on_done: DoneFn, progress: Progress, on_start: StartFn | None = None) -> None:
-        for task in tasks:
-            if on_start is not None:
-                on_start(task)
-            with progress.task(task.title, None) as handle:
-                try:
-                    result, seconds, cpu = run_task(self.env, task, handle, self.threads)
-                except Exception as exc:  # say which stage failed; keep the traceback (a bug to fix)
-                    if hasattr(exc, "add_note"):
-                        exc.add_note(f"while computing atlas stage {task.name!r} ({task.title})")
-                    raise
-            on_done(task, result, seconds, cpu)
+        if self.workers == 1 or len(tasks) < 2:
+            for task in tasks:
+                if on_start is not None:
+                    on_start(task)
+                on_done(task, *self._run_one(self.env, task, progress, self.threads, False))
+            return
+        self._run_threads(tasks, on_done, progress, on_start)
+
+    def _worker_envs(self, count: int) -> list[Env]:
+        """``count`` environments: the first is ``env``, the others copy its model."""
+        import copy
+
+        from convscope.models.twin import frozen_twin
+
+        while len(self._envs) < count:
+            model = copy.deepcopy(self.env.model)
+            self._envs.append(Env(spec=self.env.spec, model=model, ascent_model=frozen_twin(model), split=self.env.split))
+            _warm_geometry(self._envs[-1])
+        if count > 1:
+            _warm_geometry(self._envs[0])
+        return self._envs[:count]
+
+    def _run_threads(self, tasks: Sequence[StageTask], on_done: DoneFn, progress: Progress, on_start: StartFn | None) -> None:
+        import concurrent.futures
+        import queue
+
+        from convscope.tracing_gate import GATE
+
+        count = min(self.workers, len(tasks))
+        free: queue.SimpleQueue[Env] = queue.SimpleQueue()
+        for env in self._worker_envs(count):
+            free.put(env)
+
+        def compute(task: StageTask) -> tuple[Any, float, float]:
+            env = free.get()
+            try:
+                with GATE.shared():
+                    return self._run_one(env, task, progress, 1, True)
+            finally:
+                free.put(env)
+
+        # the costliest first, so that the last ones to finish are short
+        order = sorted(tasks, key=lambda task: -task.cost)
+        failure: BaseException | None = None
+        with concurrent.futures.ThreadPoolExecutor(count, thread_name_prefix="convscope-stage") as pool:
+            running: dict[concurrent.futures.Future, StageTask] = {}
+            pending = list(order)
+            try:
+                while pending or running:
+                    while pending and len(running) < count and failure is None:
+                        task = pending.pop(0)
+                        if on_start is not None:
+                            on_start(task)
+                        running[pool.submit(compute, task)] = task
+                    if not running:
+                        break
+                    done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                    for future in done:
+                        task = running.pop(future)
+                        try:
+                            result = future.result()
+                        except BaseException as exc:  # noqa: BLE001 - re-raised once the running ones end
+                            failure = failure or exc
+                            continue
+                        on_done(task, *result)
+            except BaseException:
+                progress.cancel()  # Ctrl-C: the running stages stop at their next progress check
+                raise
+        if failure is not None:
+            raise failure
 
     def close(self) -> None:
-        return None
+        self._envs = [self.env]
+
+
+def _warm_geometry(env: Env) -> None:
+    """Derive every layer's receptive-field geometry of the environment's models now
+    (kept per model), so that stages running side by side rarely need to trace
+    (tracing pauses the other workers: :mod:`convscope.tracing_gate`)."""
+    from convscope.layers import model_layers
+    from convscope.receptive_field import field_geometry
+
+    for model in (env.model, env.ascent_model):
+        modules = dict(model.named_modules())
+        for layer in model_layers(model):
+            # the layer and its parts (``Conv2D_3.conv``: the pre-activation the precursor lifts)
+            for name in [layer.name, *(f"{layer.name}.{child}" for child, _ in modules[layer.name].named_children())]:
+                try:
+                    field_geometry(model, name)
+                except Exception:  # noqa: BLE001 - only a head start; a stage reports its own errors
+                    continue
 
 
 def torch_threads_for(requested: int | None) -> int:

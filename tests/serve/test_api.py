@@ -80,8 +80,27 @@ def test_forward_of_a_file_is_what_predict_and_activations_give(server, shipped_
     acts = inside.activations(shipped_model, prepared.image, "all")
     assert set(data["layers"]) == {"Conv2D_1", "Max_Pool_1", "Conv2D_2", "Max_Pool_2", "Conv2D_3", "Flatten", "Dense_1",
                                    "Dense_2"}
+    # the server computes a row of a batched pass padded to the smallest batch size whose rows are bit-identical
+    # for every size up to 8 (measured on this machine): exactly the engine's pass over that padded batch, and
+    # the engine's single-image pass to float32 rounding
+    batch = _padded_reference(shipped_model, prepared.image)
     for name, entry in data["layers"].items():
-        assert np.array_equal(_floats(entry), acts.values[name].numpy()), name
+        assert np.array_equal(_floats(entry), batch[name][0].numpy()), name
+        assert np.allclose(_floats(entry), acts.values[name].numpy(), rtol=1e-5, atol=1e-6), name
+
+
+def _padded_reference(model, image: np.ndarray) -> dict:
+    """The engine's activations of ``image`` as the first of a zero-padded batch of the
+    explorer's measured smallest consistent size."""
+    from convscope.inside import layer_activations
+    from convscope.layers import model_layers
+    from convscope.serve.batcher import consistent_min_batch
+
+    names = [layer.name for layer in model_layers(model)] + ["probabilities"]
+    size = consistent_min_batch(model, image.shape, names, 8)
+    stack = np.zeros((size, *image.shape), np.uint8)
+    stack[0] = image
+    return layer_activations(model, stack, names, batch_size=size)
 
 
 def test_forward_json_pixels_and_dataset_refs(server, shipped_model, test_split):

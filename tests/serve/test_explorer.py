@@ -25,6 +25,7 @@ def _png(array: np.ndarray) -> bytes:
 def test_rgb_model_forward_and_explain():
     from convscope.app import inside
     from convscope.data.user_image import convert_image
+    from convscope.inside import layer_activations
     from convscope.report.views import draw_view
 
     model = zoo.rgb_net()
@@ -38,9 +39,12 @@ def test_rgb_model_forward_and_explain():
     assert np.array_equal(item.image, convert_image(photo, explorer.spec).image)  # resized as `predict` would
     data = explorer.forward(item, "all", "base64")
     want = inside.activations(model, item.image, "all")
+    padded = layer_activations(model, np.stack([item.image] + [np.zeros_like(item.image)] * (explorer.batcher.min_batch - 1)),
+                               explorer.layer_names, batch_size=explorer.batcher.min_batch)
     for name in ("conv1", "pool", "heads.hidden"):
         got = np.frombuffer(base64.b64decode(data["layers"][name]["data"]), dtype="<f4").reshape(data["layers"][name]["shape"])
-        assert np.array_equal(got, want.values[name].numpy())
+        assert np.array_equal(got, padded[name][0].numpy())  # a row of the batched pass, exactly
+        assert np.allclose(got, want.values[name].numpy(), rtol=1e-5, atol=1e-6)  # the single pass, to rounding
     assert np.allclose(data["probabilities"], want.probabilities.numpy(), atol=1e-6)
     exact = explorer.input_from_pixels(item.image.tolist())  # model-size pixels: used as they are
     assert np.array_equal(exact.image, item.image)

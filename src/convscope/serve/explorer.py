@@ -37,6 +37,8 @@ from convscope.app.inside import InputImage
 
 #: Largest request body (bytes): an uploaded image or a JSON request.
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
+#: The activation encodings of ``/api/forward`` (see :func:`encode_array`).
+ENCODINGS = ("list", "base64")
 #: Most long jobs (OIPs, top-k) kept in memory; older finished ones are forgotten.
 MAX_JOBS = 64
 
@@ -49,9 +51,16 @@ class RequestError(ValueError):
         self.status = status
 
 
+class Base64Text(str):
+    """Text known to be base64 (``A-Z a-z 0-9 + / =`` only): JSON needs no escaping
+    in it, so :func:`convscope.serve.app.json_bytes` copies it without scanning."""
+
+    __slots__ = ()
+
+
 def b64(array: np.ndarray, dtype: str = "<f4") -> str:
     """``array`` as base64 of its little-endian bytes (``<f4`` float32, ``u1`` uint8)."""
-    return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode("ascii")
+    return Base64Text(base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode("ascii"))
 
 
 def encode_array(values: Any, encoding: str) -> dict[str, Any]:
@@ -109,6 +118,8 @@ class Explorer:
         max_body: largest request body in bytes.
         max_pixels: largest uploaded image (pixels; ``None``: convscope's limit).
         oip_profile: the atlas profile whose OIP parameters on-demand OIPs use.
+        split_note: why no dataset is loaded (shown by the page), when none is.
+        max_batch: most forward requests computed in one batched pass (:attr:`batcher`).
     """
 
     def __init__(
@@ -122,6 +133,7 @@ class Explorer:
         max_pixels: int | None = None,
         oip_profile: str = "full",
         split_note: str | None = None,
+        max_batch: int = 8,
     ) -> None:
         from convscope.layers import model_layers
         from convscope.models.twin import frozen_twin
@@ -152,6 +164,9 @@ class Explorer:
         self._fields: dict[str, Any] | None = None
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self._jobs_lock = threading.Lock()
+        self.max_batch = int(max_batch)
+        self._batcher: Any = None
+        self._batcher_lock = threading.Lock()
 
     # ------------------------------------------------------------------ facts
     @property
@@ -321,28 +336,65 @@ class Explorer:
             raise RequestError(f"unknown layer {unknown[0][:60]!r}; the layers are: {', '.join(self.layer_names)}")
         return list(dict.fromkeys(layers))
 
+    @property
+    def batcher(self) -> Any:
+        """The :class:`~convscope.serve.batcher.ForwardBatcher` running every forward pass
+        (made, not started, on first use)."""
+        with self._batcher_lock:
+            if self._batcher is None:
+                from convscope.serve.batcher import ForwardBatcher
+
+                c, h, w = self.spec.input_shape
+                self._batcher = ForwardBatcher(self.model, self.layer_names + ["probabilities"],
+                                               (h, w) if c == 1 else (h, w, c), max_batch=self.max_batch)
+            return self._batcher
+
+    def warm(self) -> None:
+        """Get ready to serve: trace the receptive fields (:meth:`fields`; the geometry is
+        cached on the model) and start the forward batcher. Tracing with ``torch.fx``
+        patches every module's call while it runs, so it must not overlap forward passes
+        in other threads: a server calls this before it takes requests."""
+        self.fields()
+        self.batcher.start()
+
+    def close(self) -> None:
+        """Stop the forward batcher's thread."""
+        if self._batcher is not None:
+            self._batcher.close()
+
+    def check_forward(self, layers: Any = "all", encoding: str = "list") -> list[str]:
+        """The layer names of a forward request, after checking its options."""
+        if encoding not in ENCODINGS:
+            raise RequestError(f'"encoding" must be one of: {", ".join(ENCODINGS)}')
+        return self.resolve_layers(layers)
+
     def forward(self, item: InputImage, layers: Any = "all", encoding: str = "list") -> dict[str, Any]:
         """``POST /api/forward``: probabilities and the chosen layers' activations for one
-        input (:func:`convscope.app.inside.activations`)."""
-        from convscope.app import inside
+        input — a row of a batched pass of the engine (:func:`convscope.inside.layer_activations`
+        through :attr:`batcher`; the same bits whether the input came alone or with others)."""
+        names = self.check_forward(layers, encoding)
+        return self.forward_answer(item, names, encoding, self.batcher(item.image))
 
-        if encoding not in ("list", "base64"):
-            raise RequestError('"encoding" must be "list" or "base64"')
-        names = self.resolve_layers(layers)
-        result = inside.activations(self.model, item, names + ["probabilities"], model_label=self.label)
-        probs = result.probabilities
-        predicted = int(probs.argmax())
+    def forward_answer(self, item: InputImage, names: list[str], encoding: str, values: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The JSON answer of a forward request from its row of activations ``values``
+        (``{layer: (C, H', W') or (F,)}`` and ``"probabilities"``)."""
+        probs = values["probabilities"].tolist()  # (iterating a tensor costs more than the whole forward pass)
+        predicted = int(np.argmax(probs))
         picture = np.asarray(item.image, dtype=np.uint8)
         return {
             "input": {"source": item.source, "label": item.label, "shape": list(picture.shape),
-                      "pixels": b64(picture, "u1") if encoding == "base64" else picture.tolist()},
+                      "pixels": picture.tolist() if encoding == "list" else b64(picture, "u1")},
             "class_names": list(self.spec.class_names),
             "probabilities": [round(float(p), 7) for p in probs],
             "predicted": predicted,
             "predicted_name": self.spec.class_names[predicted],
-            "layers": {name: {**encode_array(result.values[name], encoding), "max": float(result.values[name].max()),
-                              "min": float(result.values[name].min())} for name in names},
+            "layers": {name: self._layer_entry(values[name], encoding) for name in names},
         }
+
+    @staticmethod
+    def _layer_entry(values: torch.Tensor, encoding: str) -> dict[str, Any]:
+        array = values.detach().float().cpu().numpy()
+        return {**encode_array(array, encoding), "max": float(array.max()), "min": float(array.min())}
 
     # ------------------------------------------------------------------ explain
     def explain(self, item: InputImage, method: str, target: Any = None, options: dict[str, Any] | None = None,
@@ -655,4 +707,4 @@ def run_explanation(model: nn.Module, item: InputImage, method: str, target: Any
             "title": str(run.title), "delta": None if delta is None else float(delta.abs().max())}
 
 
-__all__ = ["DEFAULT_MAX_BODY", "Explorer", "Job", "RequestError", "b64", "encode_array", "explain_methods", "run_explanation"]
+__all__ = ["Base64Text", "DEFAULT_MAX_BODY", "ENCODINGS", "Explorer", "Job", "RequestError", "b64", "encode_array", "explain_methods", "run_explanation"]

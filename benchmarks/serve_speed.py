@@ -4,7 +4,9 @@ PNG as the body, ``?layers=all&encoding=base64``).
 
 * sequential: 500 requests, one client, keep-alive — p50 / p99 (targets: ≤ 15 ms / ≤ 50 ms);
 * 8 concurrent clients, each sending requests back to back (the server saturated):
-  every answer must equal the sequential one; p50 and its ratio to the sequential p50;
+  every answer must equal the sequential one (its raw JSON bytes are compared, so the
+  client threads do not spend this machine's CPU parsing 200 kB answers); p50 and its
+  ratio to the sequential p50;
 * 8 clients drawing live: each sends a drawing every 50 ms (20 updates a second, a
   classroom of 8 drawing at once) — p50 and its ratio (target: not more than 3×);
 * the same request with plain JSON lists (what a script gets by default), for reference.

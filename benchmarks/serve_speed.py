@@ -9,7 +9,8 @@ PNG as the body, ``?layers=all&encoding=base64``).
   ratio to the sequential p50;
 * 8 clients drawing live: each sends a drawing every 50 ms (20 updates a second, a
   classroom of 8 drawing at once) — p50 and its ratio (target: not more than 3×);
-* the same request with plain JSON lists (what a script gets by default), for reference.
+* the same request with plain JSON lists (what a script gets by default) and with
+  compact uint8 levels (``encoding=u8``), for reference.
 
 The server runs in its own process (``python -m convscope serve --port 0``, 2 workers,
 1 PyTorch thread each); the clients are threads of this process on the same machine,
@@ -108,6 +109,7 @@ def main() -> None:
         times = [client.forward(bodies[i % len(bodies)])[0] for i in range(args.requests)]
         p50, p99 = percentile(times, 50), percentile(times, 99)
         lists = [client.forward(bodies[0], "list")[0] for _ in range(100)]
+        compact = [client.forward(bodies[0], "u8")[0] for _ in range(100)]
 
         results: list[tuple[int, float, bytes]] = []
         lock = threading.Lock()
@@ -148,6 +150,7 @@ def main() -> None:
     print(f"sequential, {args.requests} requests:          p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   "
           f"(targets ≤ 15 / ≤ 50 ms: {'met' if p50 <= 15 and p99 <= 50 else 'NOT met'})")
     print(f"same, plain JSON lists (100 requests):     p50 {percentile(lists, 50):6.2f} ms   p99 {percentile(lists, 99):6.2f} ms")
+    print(f"same, compact u8 levels (100 requests):    p50 {percentile(compact, 50):6.2f} ms   p99 {percentile(compact, 99):6.2f} ms")
     s50 = percentile(saturated, 50)
     print(f"{args.clients} clients back to back ({len(saturated)} req):   p50 {s50:6.2f} ms   p99 {percentile(saturated, 99):6.2f} ms   "
           f"ratio {s50 / p50:4.2f}×   answers equal to sequential: {len(saturated) - wrong_saturated}/{len(saturated)}")

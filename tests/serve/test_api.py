@@ -103,6 +103,29 @@ def _padded_reference(model, image: np.ndarray) -> dict:
     return layer_activations(model, stack, names, batch_size=size)
 
 
+def test_compact_u8_encoding_is_within_half_a_level_of_the_floats(server):
+    """encoding=u8: a quarter of the bytes; offset + level * scale is within scale / 2 of the float value, and
+    the levels are the ones the page's colour scale gives the floats (round((v - min(0, min)) / (max - ...) * 255))."""
+    body = _drawing(3)
+    status, floats, raw_floats = server.request("POST", "/api/forward?encoding=base64", body, {"Content-Type": "image/png"})
+    assert status == 200
+    status, compact, raw_compact = server.request("POST", "/api/forward?encoding=u8", body, {"Content-Type": "image/png"})
+    assert status == 200, compact
+    assert len(raw_compact) < 0.4 * len(raw_floats)
+    assert compact["probabilities"] == floats["probabilities"] and compact["input"] == floats["input"]
+    for name, entry in compact["layers"].items():
+        exact = _floats(floats["layers"][name]).astype(np.float64)
+        assert entry["dtype"] == "uint8" and entry["shape"] == floats["layers"][name]["shape"]
+        levels = np.frombuffer(base64.b64decode(entry["data"]), dtype=np.uint8).reshape(entry["shape"])
+        decoded = entry["offset"] + levels * entry["scale"]
+        assert entry["offset"] == min(0.0, floats["layers"][name]["min"]) and entry["max"] == floats["layers"][name]["max"]
+        assert np.abs(decoded - exact).max() <= entry["scale"] / 2 * (1 + 1e-9), name
+        page = np.floor(np.clip((exact - entry["offset"]) / (entry["max"] - entry["offset"]), 0, 1) * 255 + 0.5)
+        assert np.array_equal(levels, page), name
+    status, error, _ = server.request("POST", "/api/forward?encoding=f16", body, {"Content-Type": "image/png"})
+    assert status == 400 and "u8" in error["error"]
+
+
 def test_forward_json_pixels_and_dataset_refs(server, shipped_model, test_split):
     from convscope.inside import layer_activations
 

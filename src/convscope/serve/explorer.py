@@ -38,7 +38,7 @@ from convscope.app.inside import InputImage
 #: Largest request body (bytes): an uploaded image or a JSON request.
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
 #: The activation encodings of ``/api/forward`` (see :func:`encode_array`).
-ENCODINGS = ("list", "base64")
+ENCODINGS = ("list", "base64", "u8")
 #: Most long jobs (OIPs, top-k) kept in memory; older finished ones are forgotten.
 MAX_JOBS = 64
 
@@ -64,12 +64,34 @@ def b64(array: np.ndarray, dtype: str = "<f4") -> str:
 
 
 def encode_array(values: Any, encoding: str) -> dict[str, Any]:
-    """``{"shape", "data"}``: ``data`` a nested list (``encoding="list"``, 6 significant
-    digits) or base64 float32 little-endian (``"base64"``)."""
+    """``{"shape", "data"}``: ``data`` a nested list (``encoding="list"``, 6 decimals),
+    base64 float32 little-endian (``"base64"``), or base64 uint8 levels (``"u8"``, a
+    quarter of the size): ``value ≈ offset + level * scale`` within ``scale / 2``, where
+    ``offset = min(0, min)`` and ``scale = (max - offset) / 255`` — the levels the page's
+    colour scale (``round((v - offset) / (max - offset) * 255)``) gives the float values."""
     array = values.detach().float().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values, np.float32)
     if encoding == "base64":
         return {"shape": list(array.shape), "dtype": "float32", "data": b64(array)}
+    if encoding == "u8":
+        levels, offset, scale = quantize_u8(array)
+        return {"shape": list(array.shape), "dtype": "uint8", "offset": offset, "scale": scale, "data": b64(levels, "u1")}
     return {"shape": list(array.shape), "data": np.round(array.astype(np.float64), 6).tolist()}
+
+
+def quantize_u8(array: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``(levels uint8, offset, scale)`` of a float array (see :func:`encode_array`);
+    computed in float64 and rounded half up, as JavaScript's ``Math.round``."""
+    values = np.asarray(array, dtype=np.float64)
+    if values.size == 0:
+        return np.zeros(values.shape, np.uint8), 0.0, 0.0
+    offset = min(0.0, float(values.min()))
+    top = float(values.max())
+    if not np.isfinite(values).all():
+        raise ValueError("u8 encoding needs finite values; use encoding=base64")
+    if top <= offset:
+        return np.zeros(values.shape, np.uint8), offset, 0.0
+    levels = np.floor(np.clip((values - offset) / (top - offset), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return levels, offset, (top - offset) / 255.0
 
 
 @dataclass
@@ -707,4 +729,4 @@ def run_explanation(model: nn.Module, item: InputImage, method: str, target: Any
             "title": str(run.title), "delta": None if delta is None else float(delta.abs().max())}
 
 
-__all__ = ["Base64Text", "DEFAULT_MAX_BODY", "ENCODINGS", "Explorer", "Job", "RequestError", "b64", "encode_array", "explain_methods", "run_explanation"]
+__all__ = ["Base64Text", "DEFAULT_MAX_BODY", "ENCODINGS", "Explorer", "Job", "RequestError", "b64", "encode_array", "explain_methods", "quantize_u8", "run_explanation"]

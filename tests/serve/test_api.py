@@ -347,3 +347,33 @@ def test_non_loopback_bind_needs_allow_remote():
     assert result.returncode == 1
     assert "refusing to listen on 0.0.0.0" in result.stderr and "--allow-remote" in result.stderr
     assert "Traceback" not in result.stderr and "http://" not in result.stdout
+
+
+def test_served_connections_have_nagle_off():
+    """The listening socket names TCP, so asyncio turns Nagle's algorithm off on every accepted connection
+    (with it on, each small answer waited ~40 ms for the client's delayed ACK)."""
+    import asyncio
+    import socket
+
+    from convscope.cli.serve_cmd import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    seen: list[int] = []
+
+    async def main() -> None:
+        async def handle(reader, writer) -> None:
+            seen.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(handle, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        for _ in range(50):
+            if seen:
+                break
+            await asyncio.sleep(0.05)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
+    assert seen and seen[0] != 0

@@ -27,7 +27,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -101,7 +100,7 @@ def consistent_min_batch(model: nn.Module, image_shape: tuple[int, ...], names: 
 
 
 class _Request:
-    __slots__ = ("image", "future")
+    __slots__ = ("future", "image")
 
     def __init__(self, image: np.ndarray) -> None:
         self.image = image

@@ -19,12 +19,11 @@ fix it.
 from __future__ import annotations
 
 import base64
-import re
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -729,4 +728,4 @@ def run_explanation(model: nn.Module, item: InputImage, method: str, target: Any
             "title": str(run.title), "delta": None if delta is None else float(delta.abs().max())}
 
 
-__all__ = ["Base64Text", "DEFAULT_MAX_BODY", "ENCODINGS", "Explorer", "Job", "RequestError", "b64", "encode_array", "explain_methods", "quantize_u8", "run_explanation"]
+__all__ = ["DEFAULT_MAX_BODY", "ENCODINGS", "Base64Text", "Explorer", "Job", "RequestError", "b64", "encode_array", "explain_methods", "quantize_u8", "run_explanation"]

@@ -80,8 +80,50 @@ def test_forward_of_a_file_is_what_predict_and_activations_give(server, shipped_
     acts = inside.activations(shipped_model, prepared.image, "all")
     assert set(data["layers"]) == {"Conv2D_1", "Max_Pool_1", "Conv2D_2", "Max_Pool_2", "Conv2D_3", "Flatten", "Dense_1",
                                    "Dense_2"}
+    # the server computes a row of a batched pass padded to the smallest batch size whose rows are bit-identical
+    # for every size up to 8 (measured on this machine): exactly the engine's pass over that padded batch, and
+    # the engine's single-image pass to float32 rounding
+    batch = _padded_reference(shipped_model, prepared.image)
     for name, entry in data["layers"].items():
-        assert np.array_equal(_floats(entry), acts.values[name].numpy()), name
+        assert np.array_equal(_floats(entry), batch[name][0].numpy()), name
+        assert np.allclose(_floats(entry), acts.values[name].numpy(), rtol=1e-5, atol=1e-6), name
+
+
+def _padded_reference(model, image: np.ndarray) -> dict:
+    """The engine's activations of ``image`` as the first of a zero-padded batch of the
+    explorer's measured smallest consistent size."""
+    from convscope.inside import layer_activations
+    from convscope.layers import model_layers
+    from convscope.serve.batcher import consistent_min_batch
+
+    names = [layer.name for layer in model_layers(model)] + ["probabilities"]
+    size = consistent_min_batch(model, image.shape, names, 8)
+    stack = np.zeros((size, *image.shape), np.uint8)
+    stack[0] = image
+    return layer_activations(model, stack, names, batch_size=size)
+
+
+def test_compact_u8_encoding_is_within_half_a_level_of_the_floats(server):
+    """encoding=u8: a quarter of the bytes; offset + level * scale is within scale / 2 of the float value, and
+    the levels are the ones the page's colour scale gives the floats (round((v - min(0, min)) / (max - ...) * 255))."""
+    body = _drawing(3)
+    status, floats, raw_floats = server.request("POST", "/api/forward?encoding=base64", body, {"Content-Type": "image/png"})
+    assert status == 200
+    status, compact, raw_compact = server.request("POST", "/api/forward?encoding=u8", body, {"Content-Type": "image/png"})
+    assert status == 200, compact
+    assert len(raw_compact) < 0.4 * len(raw_floats)
+    assert compact["probabilities"] == floats["probabilities"] and compact["input"] == floats["input"]
+    for name, entry in compact["layers"].items():
+        exact = _floats(floats["layers"][name]).astype(np.float64)
+        assert entry["dtype"] == "uint8" and entry["shape"] == floats["layers"][name]["shape"]
+        levels = np.frombuffer(base64.b64decode(entry["data"]), dtype=np.uint8).reshape(entry["shape"])
+        decoded = entry["offset"] + levels * entry["scale"]
+        assert entry["offset"] == min(0.0, floats["layers"][name]["min"]) and entry["max"] == floats["layers"][name]["max"]
+        assert np.abs(decoded - exact).max() <= entry["scale"] / 2 * (1 + 1e-9), name
+        page = np.floor(np.clip((exact - entry["offset"]) / (entry["max"] - entry["offset"]), 0, 1) * 255 + 0.5)
+        assert np.array_equal(levels, page), name
+    status, error, _ = server.request("POST", "/api/forward?encoding=f16", body, {"Content-Type": "image/png"})
+    assert status == 400 and "u8" in error["error"]
 
 
 def test_forward_json_pixels_and_dataset_refs(server, shipped_model, test_split):
@@ -305,3 +347,33 @@ def test_non_loopback_bind_needs_allow_remote():
     assert result.returncode == 1
     assert "refusing to listen on 0.0.0.0" in result.stderr and "--allow-remote" in result.stderr
     assert "Traceback" not in result.stderr and "http://" not in result.stdout
+
+
+def test_served_connections_have_nagle_off():
+    """The listening socket names TCP, so asyncio turns Nagle's algorithm off on every accepted connection
+    (with it on, each small answer waited ~40 ms for the client's delayed ACK)."""
+    import asyncio
+    import socket
+
+    from convscope.cli.serve_cmd import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    seen: list[int] = []
+
+    async def main() -> None:
+        async def handle(reader, writer) -> None:
+            seen.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(handle, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        for _ in range(50):
+            if seen:
+                break
+            await asyncio.sleep(0.05)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
+    assert seen and seen[0] != 0

@@ -187,6 +187,36 @@ def test_card_explain_compare_and_shared_link(watched, browser, server, shipped_
         other.page.close()
 
 
+def _pad_pixels(w) -> np.ndarray:
+    """The pad's red channel sampled at the centre of each of its 28×28 cells (the pad is 6× the input)."""
+    data = w.value("Array.from(document.getElementById('pad').getContext('2d').getImageData(0, 0, 168, 168).data)")
+    rgba = np.asarray(data, dtype=np.uint8).reshape(168, 168, 4)
+    return rgba[3::6, 3::6, 0]
+
+
+def test_a_picked_image_shows_on_the_pad_and_drawing_continues_on_it(watched, test_split):
+    w = watched
+    w.open(w.server.url)
+    assert int(_pad_pixels(w).max()) == 0  # black before anything is drawn or picked
+    w.page.fill("#ref", "test:1270")
+    w.page.click("#ref-form button")
+    w.wait("window.explorer.state.a && window.explorer.state.a.source === 'test:1270'")
+    assert np.array_equal(_pad_pixels(w), test_split.images[1270])  # the pad shows the picked image, scaled
+    w.page.click("#random")
+    w.wait("window.explorer.state.a && window.explorer.state.a.source !== 'test:1270'")
+    picked = int(w.value("window.explorer.state.a.source").split(":")[1])
+    assert np.array_equal(_pad_pixels(w), test_split.images[picked])
+    before = _pad_pixels(w)
+    w.stroke([(0.1, 0.1), (0.3, 0.1)])  # a stroke in the top left corner, on top of the image
+    w.settled()
+    after = _pad_pixels(w)
+    assert w.value("window.explorer.state.a.source") != f"test:{picked}"  # now the drawing is the input
+    assert np.array_equal(after[10:, 10:], before[10:, 10:]) and after[:6, :10].max() == 255  # image kept, stroke added
+    w.page.click("#clear")
+    assert int(_pad_pixels(w).max()) == 0
+    w.check_clean()
+
+
 def test_a_drawn_input_travels_in_the_link(watched, browser, server):
     w = watched
     w.open(server.url)

@@ -25,6 +25,7 @@ def _png(array: np.ndarray) -> bytes:
 def test_rgb_model_forward_and_explain():
     from convscope.app import inside
     from convscope.data.user_image import convert_image
+    from convscope.inside import layer_activations
     from convscope.report.views import draw_view
 
     model = zoo.rgb_net()
@@ -38,9 +39,12 @@ def test_rgb_model_forward_and_explain():
     assert np.array_equal(item.image, convert_image(photo, explorer.spec).image)  # resized as `predict` would
     data = explorer.forward(item, "all", "base64")
     want = inside.activations(model, item.image, "all")
+    padded = layer_activations(model, np.stack([item.image] + [np.zeros_like(item.image)] * (explorer.batcher.min_batch - 1)),
+                               explorer.layer_names, batch_size=explorer.batcher.min_batch)
     for name in ("conv1", "pool", "heads.hidden"):
         got = np.frombuffer(base64.b64decode(data["layers"][name]["data"]), dtype="<f4").reshape(data["layers"][name]["shape"])
-        assert np.array_equal(got, want.values[name].numpy())
+        assert np.array_equal(got, padded[name][0].numpy())  # a row of the batched pass, exactly
+        assert np.allclose(got, want.values[name].numpy(), rtol=1e-5, atol=1e-6)  # the single pass, to rounding
     assert np.allclose(data["probabilities"], want.probabilities.numpy(), atol=1e-6)
     exact = explorer.input_from_pixels(item.image.tolist())  # model-size pixels: used as they are
     assert np.array_equal(exact.image, item.image)
@@ -122,3 +126,86 @@ def test_concurrent_forward_passes_in_threads_equal_sequential(shipped_model, te
         parallel = list(pool.map(lambda item: explorer.forward(item, "all", "base64"), items * 3))
     assert parallel == sequential * 3
     assert len({tuple(answer["probabilities"]) for answer in sequential}) == 16
+
+
+_CONCURRENT = """
+import contextlib, json, os, sys, threading
+from convscope.data import load_split
+from convscope.models import load_model
+from convscope.serve import Explorer
+
+explorer = Explorer(load_model(None, device="cpu"), split=load_split("test", data_dir=sys.argv[1]))
+min_batch = int(sys.argv[2]) if len(sys.argv) > 2 else None
+if min_batch is not None:
+    from convscope.serve.batcher import ForwardBatcher
+    explorer._batcher = ForwardBatcher(explorer.model, explorer.layer_names + ["probabilities"], (28, 28), min_batch=min_batch)
+items = [explorer.input_from_ref(f"test:{i}") for i in (3, 14, 159, 2653, 589, 7932, 384, 626)]
+alone = [explorer.forward(item, "all", "base64") for item in items]
+assert len({json.dumps(a["probabilities"]) for a in alone}) == len(items)  # different inputs: equality means something
+batcher, equal, batched = explorer.batcher, 0, 0
+for trial in range(5):
+    passes, answers, go = batcher.passes, {}, threading.Barrier(len(items))
+    stacks = [contextlib.ExitStack() for _ in items]
+    for stack in stacks:  # all announced first (as the server does while decoding): the batcher waits for them
+        stack.enter_context(batcher.expecting())
+
+    def ask(i):
+        go.wait()
+        pending = batcher.submit(items[i].image)
+        stacks[i].close()
+        answers[i] = explorer.forward_answer(items[i], explorer.layer_names, "base64", pending.result(60))
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(items))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    batched += batcher.passes - passes < len(items)
+    equal += sum(answers[i] == alone[i] for i in range(len(items)))
+print(json.dumps({"equal": equal, "batched": batched, "min_batch": batcher.min_batch}))
+"""
+
+
+def _concurrent(mnist_dir, *args: str) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    from tests.serve.conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + str(REPO), "OMP_NUM_THREADS": "1",
+           "MKL_CBWR": "AUTO,STRICT"}  # as `convscope serve` sets it (see its docstring)
+    done = subprocess.run([sys.executable, "-c", _CONCURRENT, str(mnist_dir), *args], capture_output=True, text=True, check=False,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_concurrent_forwards_are_batched_and_equal_their_sequential_answers(mnist_dir):
+    """Eight threads asking at once, five times: their requests share batched passes (fewer passes than
+    requests), and each gets exactly (bit for bit) the answer it gets alone. In a fresh interpreter, since MKL
+    reads its reproducibility setting when it starts."""
+    result = _concurrent(mnist_dir)
+    assert result["batched"] == 5 and result["equal"] == 40, result
+
+
+def test_without_padding_batched_answers_would_differ(mnist_dir):
+    """Why passes are padded: with every pass at its own size (no padding), a batched answer is not the one the
+    same input gets alone (float32 rounding of another kernel) — so the test above can fail."""
+    result = _concurrent(mnist_dir, "1")
+    assert result["batched"] == 5 and result["equal"] < 40, result
+
+
+def test_batched_rows_equal_the_engine_on_the_same_batch(shipped_model, test_split):
+    """A row of a batched pass is the engine's (layer_activations) on the same padded batch, exactly."""
+    from convscope.inside import layer_activations
+    from convscope.serve.batcher import BatchedActivations
+
+    names = ["Conv2D_1", "Dense_1", "probabilities"]
+    images = [test_split.images[i] for i in (5, 6, 7)]
+    rows = BatchedActivations(shipped_model, names)(images, pad_to=5)
+    stack = np.concatenate([np.stack(images), np.zeros((2, 28, 28), np.uint8)])
+    want = layer_activations(shipped_model, stack, names, batch_size=5)
+    for i, row in enumerate(rows):
+        for name in names:
+            assert np.array_equal(row[name].numpy(), want[name][i].numpy()), (i, name)

@@ -34,7 +34,10 @@ def is_loopback(host: str) -> bool:
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (port 0: a free one), or a clear failure."""
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named explicitly: asyncio sets TCP_NODELAY on the accepted connections only for sockets
+    # that say so; without it Nagle's algorithm held the last small piece of each answer until the client's
+    # delayed ACK (~40 ms for every small answer)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))
@@ -64,7 +67,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Threads computing requests (the model is shared read-only).")
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="PyTorch threads per computation.")
+              help="PyTorch threads per computation (forward passes run batched in one thread).")
 @click.option("--oip-profile", type=click.Choice(["full", "quick"]), default="full", show_default=True,
               help="The atlas profile whose OIP parameters on-demand OIPs use (quick: fewer, larger steps).")
 @click.option("--max-upload-mb", type=click.FloatRange(0.01, 1024), default=10.0, show_default=True,
@@ -87,6 +90,12 @@ def serve(model_path, dataset, data_dir, device, host, port, allow_remote, open_
       convscope serve --model runs/fast-seed0/seed_cnn.json --atlas convscope-out/atlas
       convscope serve --model model.h5 --preprocess standardize --port 0
     """
+    import os
+
+    # MKL's sgemm may take alignment-dependent paths that change float32 rounding between calls; the batched
+    # forward passes promise the same bits for the same input whatever else is in the batch, so ask MKL for
+    # reproducible results (before its first call; a value the user set wins)
+    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
     import torch
 
     from convscope.device import resolve_device

@@ -19,7 +19,8 @@ status, never a traceback):
 =======================  ==========================================================
 
 Computation runs in a bounded thread pool (``workers`` threads, at most ``queue``
-requests waiting; more get 503), long jobs in one more thread; request bodies are
+requests waiting; more get 503), forward passes in one compute thread that batches
+the requests waiting (:mod:`convscope.serve.batcher`), long jobs in one more thread; request bodies are
 read with a size limit and a time limit; each computation has a time limit (504).
 """
 
@@ -43,7 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from convscope.serve.explorer import Explorer, RequestError
+from convscope.serve.explorer import Base64Text, Explorer, RequestError
 
 LOG = logging.getLogger("convscope.serve")
 #: Seconds a client may take to send its request body.
@@ -80,6 +81,27 @@ class _Pool:
             raise RequestError("the explorer is busy (too many requests waiting); try again in a moment", 503)
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self.work, functools.partial(self._guarded, fn, *args, **kwargs))
+        return await self._wait(future)
+
+    def start_forward(self, batcher: Any, image: Any) -> Any:
+        """Submit one image to the forward batcher (its thread computes it in a batched
+        pass), counted against the same ``queue`` limit as the pool's work; await the
+        answer with :meth:`wait`."""
+        if not self.slots.acquire(blocking=False):
+            raise RequestError("the explorer is busy (too many requests waiting); try again in a moment", 503)
+        try:
+            pending = batcher.submit(image)
+        except BaseException:
+            self.slots.release()
+            raise
+        pending.add_done_callback(lambda _: self.slots.release())
+        return asyncio.wrap_future(pending)
+
+    async def wait(self, future: Any) -> Any:
+        """``future``'s result, or 504 after the time limit."""
+        return await self._wait(future)
+
+    async def _wait(self, future: Any) -> Any:
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.timeout)
         except asyncio.TimeoutError:
@@ -149,6 +171,47 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
     return body
 
 
+_SWAPPED = "\x00"  # JSON writes it as \u0000, which base64 text never holds
+
+
+def json_bytes(content: Any) -> bytes:
+    """``content`` as :class:`~starlette.responses.JSONResponse` renders it, byte for
+    byte, but without scanning long base64 strings
+    (:class:`~convscope.serve.explorer.Base64Text`) character by character: they are
+    swapped for a marker, the rest is rendered, and they are put back (base64 text
+    needs no JSON escaping). Falls back to the plain rendering when the marker occurs
+    elsewhere."""
+    swapped: list[str] = []
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: swap(item) for key, item in value.items()}
+        if isinstance(value, list) and value and isinstance(value[0], (dict, list, str)):
+            return [swap(item) for item in value]
+        if type(value) is Base64Text and len(value) >= 1024:
+            swapped.append(value)
+            return _SWAPPED
+        return value
+
+    def render(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+
+    skeleton = swap(content)
+    if not swapped:
+        return render(content).encode("utf-8")
+    parts = render(skeleton).split('"\\u0000"')
+    if len(parts) != len(swapped) + 1:
+        return render(content).encode("utf-8")
+    out = [parts[0]]
+    for value, part in zip(swapped, parts[1:]):
+        out.extend(('"', value, '"', part))
+    return "".join(out).encode("utf-8")
+
+
+def _answer(explorer: Explorer, item: Any, names: list[str], encoding: str, values: Any) -> bytes:
+    return json_bytes(explorer.forward_answer(item, names, encoding, values))
+
+
 def _is_json(request: Request) -> bool:
     return request.headers.get("content-type", "").split(";")[0].strip().lower() in ("application/json", "text/json")
 
@@ -198,15 +261,22 @@ def create_app(
     async def forward(request: Request) -> Response:
         if _is_json(request):
             body = await read_json(request, explorer.max_body)
-            item = await pool.run(explorer.input_from_json, body)
             layers, encoding = body.get("layers", "all"), body.get("encoding", "list")
+            names = explorer.check_forward(layers, encoding)
+            with explorer.batcher.expecting():  # a burst of requests becomes one batched pass
+                item = await pool.run(explorer.input_from_json, body)
+                pending = pool.start_forward(explorer.batcher, item.image)
         else:
             data = await read_body(request, explorer.max_body)
             if not data:
                 raise RequestError("send an image file as the request body (or JSON with \"pixels\" / \"image\")")
-            item = await pool.run(explorer.input_from_bytes, data, "the uploaded image")
             layers, encoding = request.query_params.get("layers", "all"), request.query_params.get("encoding", "list")
-        return JSONResponse(await pool.run(explorer.forward, item, layers, encoding))
+            names = explorer.check_forward(layers, encoding)
+            with explorer.batcher.expecting():
+                item = await pool.run(explorer.input_from_bytes, data, "the uploaded image")
+                pending = pool.start_forward(explorer.batcher, item.image)
+        values = await pool.wait(pending)  # this request's row of a batched pass
+        return Response(await pool.run(_answer, explorer, item, names, encoding, values), media_type="application/json")
 
     async def explain(request: Request) -> Response:
         body = await read_json(request, explorer.max_body)
@@ -265,10 +335,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
+        explorer.warm()  # traces the receptive fields and measures the batcher's padding before any request
         try:
             yield
         finally:
             pool.close()
+            explorer.close()
 
     app = Starlette(
         routes=routes,
@@ -281,4 +353,4 @@ def create_app(
     return app
 
 
-__all__ = ["BODY_TIMEOUT", "CSP", "create_app", "read_body"]
+__all__ = ["BODY_TIMEOUT", "CSP", "create_app", "json_bytes", "read_body"]

@@ -19,12 +19,11 @@ fix it.
 from __future__ import annotations
 
 import base64
-import re
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,8 @@ from convscope.app.inside import InputImage
 
 #: Largest request body (bytes): an uploaded image or a JSON request.
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
+#: The activation encodings of ``/api/forward`` (see :func:`encode_array`).
+ENCODINGS = ("list", "base64", "u8")
 #: Most long jobs (OIPs, top-k) kept in memory; older finished ones are forgotten.
 MAX_JOBS = 64
 
@@ -49,18 +50,47 @@ class RequestError(ValueError):
         self.status = status
 
 
+class Base64Text(str):
+    """Text known to be base64 (``A-Z a-z 0-9 + / =`` only): JSON needs no escaping
+    in it, so :func:`convscope.serve.app.json_bytes` copies it without scanning."""
+
+    __slots__ = ()
+
+
 def b64(array: np.ndarray, dtype: str = "<f4") -> str:
     """``array`` as base64 of its little-endian bytes (``<f4`` float32, ``u1`` uint8)."""
-    return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode("ascii")
+    return Base64Text(base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode("ascii"))
 
 
 def encode_array(values: Any, encoding: str) -> dict[str, Any]:
-    """``{"shape", "data"}``: ``data`` a nested list (``encoding="list"``, 6 significant
-    digits) or base64 float32 little-endian (``"base64"``)."""
+    """``{"shape", "data"}``: ``data`` a nested list (``encoding="list"``, 6 decimals),
+    base64 float32 little-endian (``"base64"``), or base64 uint8 levels (``"u8"``, a
+    quarter of the size): ``value ≈ offset + level * scale`` within ``scale / 2``, where
+    ``offset = min(0, min)`` and ``scale = (max - offset) / 255`` — the levels the page's
+    colour scale (``round((v - offset) / (max - offset) * 255)``) gives the float values."""
     array = values.detach().float().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values, np.float32)
     if encoding == "base64":
         return {"shape": list(array.shape), "dtype": "float32", "data": b64(array)}
+    if encoding == "u8":
+        levels, offset, scale = quantize_u8(array)
+        return {"shape": list(array.shape), "dtype": "uint8", "offset": offset, "scale": scale, "data": b64(levels, "u1")}
     return {"shape": list(array.shape), "data": np.round(array.astype(np.float64), 6).tolist()}
+
+
+def quantize_u8(array: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``(levels uint8, offset, scale)`` of a float array (see :func:`encode_array`);
+    computed in float64 and rounded half up, as JavaScript's ``Math.round``."""
+    values = np.asarray(array, dtype=np.float64)
+    if values.size == 0:
+        return np.zeros(values.shape, np.uint8), 0.0, 0.0
+    offset = min(0.0, float(values.min()))
+    top = float(values.max())
+    if not np.isfinite(values).all():
+        raise ValueError("u8 encoding needs finite values; use encoding=base64")
+    if top <= offset:
+        return np.zeros(values.shape, np.uint8), offset, 0.0
+    levels = np.floor(np.clip((values - offset) / (top - offset), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return levels, offset, (top - offset) / 255.0
 
 
 @dataclass
@@ -109,6 +139,8 @@ class Explorer:
         max_body: largest request body in bytes.
         max_pixels: largest uploaded image (pixels; ``None``: convscope's limit).
         oip_profile: the atlas profile whose OIP parameters on-demand OIPs use.
+        split_note: why no dataset is loaded (shown by the page), when none is.
+        max_batch: most forward requests computed in one batched pass (:attr:`batcher`).
     """
 
     def __init__(
@@ -122,6 +154,7 @@ class Explorer:
         max_pixels: int | None = None,
         oip_profile: str = "full",
         split_note: str | None = None,
+        max_batch: int = 8,
     ) -> None:
         from convscope.layers import model_layers
         from convscope.models.twin import frozen_twin
@@ -152,6 +185,9 @@ class Explorer:
         self._fields: dict[str, Any] | None = None
         self.jobs: OrderedDict[str, Job] = OrderedDict()
         self._jobs_lock = threading.Lock()
+        self.max_batch = int(max_batch)
+        self._batcher: Any = None
+        self._batcher_lock = threading.Lock()
 
     # ------------------------------------------------------------------ facts
     @property
@@ -321,28 +357,65 @@ class Explorer:
             raise RequestError(f"unknown layer {unknown[0][:60]!r}; the layers are: {', '.join(self.layer_names)}")
         return list(dict.fromkeys(layers))
 
+    @property
+    def batcher(self) -> Any:
+        """The :class:`~convscope.serve.batcher.ForwardBatcher` running every forward pass
+        (made, not started, on first use)."""
+        with self._batcher_lock:
+            if self._batcher is None:
+                from convscope.serve.batcher import ForwardBatcher
+
+                c, h, w = self.spec.input_shape
+                self._batcher = ForwardBatcher(self.model, self.layer_names + ["probabilities"],
+                                               (h, w) if c == 1 else (h, w, c), max_batch=self.max_batch)
+            return self._batcher
+
+    def warm(self) -> None:
+        """Get ready to serve: trace the receptive fields (:meth:`fields`; the geometry is
+        cached on the model) and start the forward batcher. Tracing with ``torch.fx``
+        patches every module's call while it runs, so it must not overlap forward passes
+        in other threads: a server calls this before it takes requests."""
+        self.fields()
+        self.batcher.start()
+
+    def close(self) -> None:
+        """Stop the forward batcher's thread."""
+        if self._batcher is not None:
+            self._batcher.close()
+
+    def check_forward(self, layers: Any = "all", encoding: str = "list") -> list[str]:
+        """The layer names of a forward request, after checking its options."""
+        if encoding not in ENCODINGS:
+            raise RequestError(f'"encoding" must be one of: {", ".join(ENCODINGS)}')
+        return self.resolve_layers(layers)
+
     def forward(self, item: InputImage, layers: Any = "all", encoding: str = "list") -> dict[str, Any]:
         """``POST /api/forward``: probabilities and the chosen layers' activations for one
-        input (:func:`convscope.app.inside.activations`)."""
-        from convscope.app import inside
+        input — a row of a batched pass of the engine (:func:`convscope.inside.layer_activations`
+        through :attr:`batcher`; the same bits whether the input came alone or with others)."""
+        names = self.check_forward(layers, encoding)
+        return self.forward_answer(item, names, encoding, self.batcher(item.image))
 
-        if encoding not in ("list", "base64"):
-            raise RequestError('"encoding" must be "list" or "base64"')
-        names = self.resolve_layers(layers)
-        result = inside.activations(self.model, item, names + ["probabilities"], model_label=self.label)
-        probs = result.probabilities
-        predicted = int(probs.argmax())
+    def forward_answer(self, item: InputImage, names: list[str], encoding: str, values: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The JSON answer of a forward request from its row of activations ``values``
+        (``{layer: (C, H', W') or (F,)}`` and ``"probabilities"``)."""
+        probs = values["probabilities"].tolist()  # (iterating a tensor costs more than the whole forward pass)
+        predicted = int(np.argmax(probs))
         picture = np.asarray(item.image, dtype=np.uint8)
         return {
             "input": {"source": item.source, "label": item.label, "shape": list(picture.shape),
-                      "pixels": b64(picture, "u1") if encoding == "base64" else picture.tolist()},
+                      "pixels": picture.tolist() if encoding == "list" else b64(picture, "u1")},
             "class_names": list(self.spec.class_names),
             "probabilities": [round(float(p), 7) for p in probs],
             "predicted": predicted,
             "predicted_name": self.spec.class_names[predicted],
-            "layers": {name: {**encode_array(result.values[name], encoding), "max": float(result.values[name].max()),
-                              "min": float(result.values[name].min())} for name in names},
+            "layers": {name: self._layer_entry(values[name], encoding) for name in names},
         }
+
+    @staticmethod
+    def _layer_entry(values: torch.Tensor, encoding: str) -> dict[str, Any]:
+        array = values.detach().float().cpu().numpy()
+        return {**encode_array(array, encoding), "max": float(array.max()), "min": float(array.min())}
 
     # ------------------------------------------------------------------ explain
     def explain(self, item: InputImage, method: str, target: Any = None, options: dict[str, Any] | None = None,
@@ -655,4 +728,4 @@ def run_explanation(model: nn.Module, item: InputImage, method: str, target: Any
             "title": str(run.title), "delta": None if delta is None else float(delta.abs().max())}
 
 
-__all__ = ["DEFAULT_MAX_BODY", "Explorer", "Job", "RequestError", "b64", "encode_array", "explain_methods", "run_explanation"]
+__all__ = ["DEFAULT_MAX_BODY", "ENCODINGS", "Base64Text", "Explorer", "Job", "RequestError", "b64", "encode_array", "explain_methods", "quantize_u8", "run_explanation"]

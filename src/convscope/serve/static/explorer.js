@@ -101,6 +101,7 @@
       render();
       status('prediction ' + result.predictedName + ' · ' + result.ms.toFixed(0) + ' ms round trip');
       if (S.card) refreshCardInput();
+      if (S.paintPad) S.paintPad(result.pixels);  // the pad shows the picked / uploaded input; drawing continues on it
       return result;
     }).catch(function (error) { status(error.message, true); });
   }
@@ -145,6 +146,20 @@
     $('clear').addEventListener('click', function () {
       clear(); S.padVersion += 1; S.shownVersion = S.padVersion; S.a = null; S.aInput = null; render(); updateUrl();
     });
+    // an input that did not come from the pad (a dataset image, an upload, a link): the pixels the model sees
+    // (gray, H×W), scaled to the pad without smoothing — so the pad shows what is analysed, and strokes drawn
+    // next are added to it (Clear starts from black)
+    S.paintPad = function (pixels) {
+      var sh = inputShape(), H = sh[1], W = sh[2], small = document.createElement('canvas');
+      small.width = W; small.height = H;
+      var g = small.getContext('2d'), image = g.createImageData(W, H);
+      for (var i = 0; i < H * W; i++) {
+        image.data[4 * i] = image.data[4 * i + 1] = image.data[4 * i + 2] = pixels[i]; image.data[4 * i + 3] = 255;
+      }
+      g.putImageData(image, 0, 0);
+      clear(); ctx.imageSmoothingEnabled = false; ctx.drawImage(small, 0, 0, pad.width, pad.height);
+      S.padVersion += 1; S.shownVersion = S.padVersion;
+    };
   }
 
   // ------------------------------------------------------------------ rendering

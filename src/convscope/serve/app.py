@@ -45,6 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from convscope.serve.explorer import Base64Text, Explorer, RequestError
+from convscope.tracing_gate import GATE
 
 LOG = logging.getLogger("convscope.serve")
 #: Seconds a client may take to send its request body.
@@ -109,7 +110,8 @@ class _Pool:
 
     def _guarded(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with GATE.shared():  # forward passes never meet a torch.fx trace in another thread
+                return fn(*args, **kwargs)
         finally:
             self.slots.release()
 
@@ -122,7 +124,8 @@ class _Pool:
 
         def run() -> None:
             try:
-                explorer.run_job(job)
+                with GATE.shared():
+                    explorer.run_job(job)
             finally:
                 self.job_slots.release()
 

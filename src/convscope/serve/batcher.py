@@ -218,6 +218,8 @@ class ForwardBatcher:
             return [self._waiting.popleft() for _ in range(count)]
 
     def _loop(self) -> None:
+        from convscope.tracing_gate import GATE
+
         run = BatchedActivations(self.model, self.names)
         pad_to = int(self.min_batch or self.max_batch)
         while True:
@@ -228,7 +230,8 @@ class ForwardBatcher:
             if not batch:
                 continue
             try:
-                rows = run([r.image for r in batch], pad_to)
+                with GATE.shared():  # a job tracing a receptive field waits for the pass (and vice versa)
+                    rows = run([r.image for r in batch], pad_to)
             except BaseException as exc:  # noqa: BLE001 - handed to every waiting request
                 for r in batch:
                     r.future.set_exception(exc)

@@ -20,7 +20,7 @@ import platform
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,7 +38,7 @@ from convscope.report import views as vw
 from convscope.report.cache import StageCache, stage_key
 from convscope.report.codec import encode
 from convscope.report.executor import Env, EnvSpec, Executor, LocalExecutor, StageTask, torch_threads_for
-from convscope.report.plan import AtlasPlan, plan_atlas
+from convscope.report.plan import AtlasPlan, StageSpec, plan_atlas
 from convscope.report.profile import PROFILES, Profile
 
 
@@ -342,18 +342,45 @@ def run_plan(
         log(f"  ✓ {task.name:<16} {seconds:.1f} s  (CPU {cpu:.1f} s)")
         overall.advance()
 
+    priority = critical_path_costs(plan.stages)
+    scheduled: set[str] = set()
+
+    def ready_tasks() -> list[StageTask]:
+        """The pending stages whose inputs are all there, not handed out yet."""
+        ready = [s for s in pending if s.name not in scheduled and all(d in results for d in s.deps)]
+        scheduled.update(s.name for s in ready)
+        return [StageTask(stage.name, stage.title, stage.function, stage.params, {d: results[d] for d in stage.deps},
+                          keys[stage.name], stage.single_thread, priority[stage.name], stage.merge) for stage in ready]
+
+    started = None if on_stage is None else (lambda task: on_stage(task.name))
     while pending:
-        ready = [s for s in pending if all(d in results for d in s.deps)]
-        if not ready:
+        tasks = ready_tasks()
+        if not tasks:
             raise RuntimeError(f"atlas plan has unmet dependencies: {[s.name for s in pending]}")
-        tasks = [StageTask(stage.name, stage.title, stage.function, stage.params, {d: results[d] for d in stage.deps},
-                           keys[stage.name], stage.single_thread, stage.cost, stage.merge) for stage in ready]
-        executor.run(tasks, on_done, progress, None if on_stage is None else (lambda task: on_stage(task.name)))
+        if getattr(executor, "streams", False):  # stages start as soon as their inputs are there
+            executor.run(tasks, on_done, progress, started, more=ready_tasks)
+        else:  # in waves of independent stages
+            executor.run(tasks, on_done, progress, started)
         pending = [s for s in pending if s.name not in results]
+        scheduled &= {s.name for s in pending}
     for name, t in timing.items():
         if t.cached:
             log(f"  ↺ {name:<16} cached (computed in {t.original_seconds:.1f} s)")
     return results, [timing[s.name] for s in plan.stages]
+
+
+def critical_path_costs(stages: Sequence[StageSpec]) -> dict[str, float]:
+    """Each stage's cost plus the costliest chain of stages that wait for it (an
+    executor running several stages at once starts the highest first)."""
+    waiting: dict[str, list[str]] = {stage.name: [] for stage in stages}
+    for stage in stages:
+        for dep in stage.deps:
+            waiting.setdefault(dep, []).append(stage.name)
+    cost = {stage.name: float(stage.cost) for stage in stages}
+    total: dict[str, float] = {}
+    for stage in reversed(stages):  # deps come first in the plan
+        total[stage.name] = cost[stage.name] + max((total[w] for w in waiting[stage.name] if w in total), default=0.0)
+    return total
 
 
 def atlas_view(

@@ -138,6 +138,8 @@ class StageTask:
 DoneFn = Callable[[StageTask, Any, float, float], None]
 #: on_start(task): called just before a task is computed (or submitted)
 StartFn = Callable[[StageTask], None]
+#: more(): the tasks that became ready since the last call (an executor that ``streams`` takes them)
+MoreFn = Callable[[], list[StageTask]]
 
 
 class Executor(Protocol):
@@ -196,14 +198,24 @@ class LocalExecutor:
                     exc.add_note(f"while computing atlas stage {task.name!r} ({task.title})")
                 raise
 
-    def run(self, tasks: Sequence[StageTask], on_done: DoneFn, progress: Progress, on_start: StartFn | None = None) -> None:
-        if self.workers == 1 or len(tasks) < 2:
-            for task in tasks:
+    #: takes ``more``: the tasks that became ready join the running batch
+    streams = True
+
+    def run(self, tasks: Sequence[StageTask], on_done: DoneFn, progress: Progress, on_start: StartFn | None = None,
+            more: MoreFn | None = None) -> None:
+        """As :meth:`Executor.run`; ``more()``, called after each finished task, returns
+        the tasks that became ready (they are computed in this same call)."""
+        if self.workers == 1:
+            pending = list(tasks)
+            while pending:
+                task = pending.pop(0)
                 if on_start is not None:
                     on_start(task)
                 on_done(task, *self._run_one(self.env, task, progress, self.threads, False))
+                if more is not None:
+                    pending.extend(more())
             return
-        self._run_threads(tasks, on_done, progress, on_start)
+        self._run_threads(tasks, on_done, progress, on_start, more)
 
     def _worker_envs(self, count: int) -> list[Env]:
         """``count`` environments: the first is ``env``, the others copy its model."""
@@ -219,13 +231,14 @@ class LocalExecutor:
             _warm_geometry(self._envs[0])
         return self._envs[:count]
 
-    def _run_threads(self, tasks: Sequence[StageTask], on_done: DoneFn, progress: Progress, on_start: StartFn | None) -> None:
+    def _run_threads(self, tasks: Sequence[StageTask], on_done: DoneFn, progress: Progress, on_start: StartFn | None,
+                     more: MoreFn | None) -> None:
         import concurrent.futures
         import queue
 
         from convscope.tracing_gate import GATE
 
-        count = min(self.workers, len(tasks))
+        count = self.workers
         free: queue.SimpleQueue[Env] = queue.SimpleQueue()
         for env in self._worker_envs(count):
             free.put(env)
@@ -238,14 +251,15 @@ class LocalExecutor:
             finally:
                 free.put(env)
 
-        # the costliest first, so that the last ones to finish are short
-        order = sorted(tasks, key=lambda task: -task.cost)
         failure: BaseException | None = None
         with concurrent.futures.ThreadPoolExecutor(count, thread_name_prefix="convscope-stage") as pool:
             running: dict[concurrent.futures.Future, StageTask] = {}
-            pending = list(order)
+            pending = list(tasks)
             try:
                 while pending or running:
+                    # the costliest first (a stage's cost includes what waits for it), so that the
+                    # last ones to finish are short
+                    pending.sort(key=lambda task: -task.cost)
                     while pending and len(running) < count and failure is None:
                         task = pending.pop(0)
                         if on_start is not None:
@@ -262,6 +276,8 @@ class LocalExecutor:
                             failure = failure or exc
                             continue
                         on_done(task, *result)
+                        if more is not None and failure is None:
+                            pending.extend(more())
             except BaseException:
                 progress.cancel()  # Ctrl-C: the running stages stop at their next progress check
                 raise

@@ -102,7 +102,9 @@ def plan_atlas(
     all_convs = conv_layers(model)
     p = profile
     stages: list[StageSpec] = [
-        StageSpec("model_card", "model card: evaluation, confusion", f"{MODULE}:stage_model_card", {}, group="model"),
+        # costs: rough seconds on one CPU core for an MNIST-size model (only their order matters)
+        StageSpec("model_card", "model card: evaluation, confusion", f"{MODULE}:stage_model_card", {}, group="model",
+                  cost=dataset_size / 1200),
         StageSpec("training", "training curves", f"{MODULE}:stage_training",
                   {"history": history, "source": history_source}, group="model"),
         StageSpec("activations", "filters, activation grids", f"{MODULE}:stage_activations",
@@ -116,7 +118,7 @@ def plan_atlas(
         shards.append(name)
         stages.append(StageSpec(name, f"top-k examples, images {start}–{stop - 1}", f"{MODULE}:stage_topk_shard",
                                 {"layers": layers, "k": p.topk, "start": start, "stop": stop}, group="layers",
-                                cost=(stop - start) / 1000))
+                                cost=(stop - start) / 2300))
     stages.append(StageSpec("topk", "top-k strips", f"{MODULE}:stage_topk", {"shards": shards}, tuple(shards), group="layers",
                             merge=True))
     oip_params = {"steps": p.oip_steps, "epsilon": p.oip_epsilon, "criterion": p.oip_criterion,
@@ -130,7 +132,7 @@ def plan_atlas(
             name = f"oip:{layer}@{maps[0]}-{maps[-1]}"
             chunk_names.append(name)
             stages.append(StageSpec(name, f"OIPs of {layer} maps {maps[0]}–{maps[-1]}", f"{MODULE}:stage_oip_chunk",
-                                    {"layer": layer, "maps": maps, **oip_params}, group="oips", cost=len(maps)))
+                                    {"layer": layer, "maps": maps, **oip_params}, group="oips", cost=len(maps) / 13))
         stages.append(StageSpec(f"oip:{layer}", f"OIPs of {layer}", f"{MODULE}:stage_oip", {"chunks": chunk_names},
                                 (*chunk_names, "topk"), group="oips", merge=True))
     deconv_chunks = []
@@ -140,23 +142,23 @@ def plan_atlas(
             deconv_chunks.append(name)
             stages.append(StageSpec(name, f"deconvnets of {layer} maps {maps[0]}–{maps[-1]}",
                                     f"{MODULE}:stage_deconv_chunk", {"layer": layer, "maps": maps}, ("topk",),
-                                    single_thread=True, group="maps", cost=len(maps)))
+                                    single_thread=True, group="maps", cost=len(maps) / 200))
     stages.append(StageSpec("deconv", "deconvnets of the strongest examples", f"{MODULE}:stage_deconv",
                             {"chunks": deconv_chunks}, tuple(deconv_chunks), group="maps", merge=True))
     stages.append(StageSpec("classes", "class visualisations", f"{MODULE}:stage_classes",
                             {"steps": p.class_steps, "epsilon": p.class_epsilon, "seed": seed,
-                             "max_classes": p.max_classes}, group="classes"))
+                             "max_classes": p.max_classes}, group="classes", cost=4.0))
     compared = ([all_convs[-1]] if all_convs else []) + dense
     stages.append(StageSpec("compare", "the most confused pair, dense node patterns", f"{MODULE}:stage_compare",
                             {"layers": compared or layers[:1], "dense": dense, "examples": p.compare_examples},
-                            ("model_card",), group="compare"))
+                            ("model_card",), group="compare", cost=10.0))
     stages.append(StageSpec("mistakes", "mistakes explained", f"{MODULE}:stage_mistakes",
                             {"n": p.mistakes, "ig_steps": p.ig_steps}, ("model_card",), group="mistakes"))
     if all_convs:
         stages.append(StageSpec("dream", "DeepDream of the default photo", f"{MODULE}:stage_dream",
                                 {"width": p.dream_width, "octaves": p.dream_octaves, "steps": p.dream_steps,
                                  "carve_rounds": p.carve_rounds, "carve_epochs": p.carve_epochs,
-                                 "layer": all_convs[-1], "seed": seed}, group="dream"))
+                                 "layer": all_convs[-1], "seed": seed}, group="dream", cost=4.0))
     return AtlasPlan(stages=stages, layers=layers, conv_layers=convs, dense_layers=dense)
 
 

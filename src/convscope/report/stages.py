@@ -85,7 +85,8 @@ def stage_model_card(env: Env, params: dict, inputs: dict, progress: Task | None
 
     model = env.model
     spec = spec_of(model)
-    evaluation = evaluate(model, env.split, progress=_inner_progress(progress)).evaluation
+    # the channels-last twin: the same predictions (logits equal to float rounding), ≈ 1.5× faster on CPU
+    evaluation = evaluate(env.ascent_model, env.split, progress=_inner_progress(progress)).evaluation
     table = summary_table(model)
     config = getattr(model, "config", None)
     card = ModelCard(

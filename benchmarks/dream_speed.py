@@ -99,6 +99,59 @@ def main() -> None:
             continue
         ratio = result["seconds"] / reference if reference else float("nan")
         print(f"{label:22s} {result['seconds']:8.1f} {result['peak_mb']:8.0f} {ratio:10.2f} {result['gain']:15.2f}")
+    fullconv = results.get("fullconv", {})
+    if "octaves" in fullconv:
+        work = dream_flops(fullconv["octaves"], steps=10)
+        print()
+        print(f"fullconv work: {work / 1e9:.0f} GFLOP (forward + input gradient up to Conv2D_3, every octave x 10 steps; "
+              "convolutions only)")
+        for label in ("fullconv", "fullconv, 2 threads"):
+            threads = 2 if "2 threads" in label else 1
+            if "seconds" in results.get(label, {}):
+                rate = work / results[label]["seconds"]
+                peak = matmul_flops(threads)
+                print(f"  {label:22s} {rate / 1e9:6.1f} GFLOP/s = {rate / peak:.0%} of the fp32 matmul rate with "
+                      f"{threads} thread(s) ({peak / 1e9:.0f} GFLOP/s); at 100 % it would take {work / peak:.1f} s")
+
+
+def dream_flops(octave_sizes: list, steps: int) -> float:
+    """Convolution FLOPs of ``steps`` forward + input-gradient passes up to ``Conv2D_3``
+    at every octave size (the input gradient costs about one more forward)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from convscope.models import load_model
+
+    model = load_model(None)
+    head = torch.nn.Sequential(*[m for name, m in model.named_children()][: [n for n, _ in model.named_children()].index("Conv2D_3") + 1])
+    total = 0.0
+    for size in octave_sizes:
+        height, width = (int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) else (int(size), int(size))
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            head(torch.zeros(1, 1, height, width))
+        total += 2 * counter.get_total_flops() * steps
+    return total
+
+
+def matmul_flops(threads: int, size: int = 1024) -> float:
+    """The best fp32 matmul rate (FLOP/s) with ``threads`` PyTorch threads."""
+    import time
+
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(10):
+            torch.mm(a, b)
+        best = min(best, (time.perf_counter() - start) / 10)
+    torch.set_num_threads(previous)
+    return 2 * size**3 / best
 
 
 if __name__ == "__main__":

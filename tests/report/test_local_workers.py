@@ -69,3 +69,17 @@ def test_a_failing_stage_raises_its_own_error_and_the_others_finish(dataset):
         LocalExecutor(env, workers=2).run([*good, bad], lambda task, *rest: done.append(task.name), Progress())
     assert any("topk@0-9" in note for note in getattr(caught.value, "__notes__", []))
     assert "topk@0-9" not in done and "topk@0" in done  # the one running beside it was reported
+
+
+def test_a_stage_is_as_urgent_as_the_longest_chain_waiting_for_it():
+    from convscope.report.build import critical_path_costs
+    from convscope.report.plan import StageSpec
+
+    stages = [
+        StageSpec("card", "", "m:f", {}, cost=5.0),
+        StageSpec("oips", "", "m:f", {}, cost=9.0),
+        StageSpec("compare", "", "m:f", {}, ("card",), cost=10.0),
+        StageSpec("mistakes", "", "m:f", {}, ("card",), cost=1.0),
+        StageSpec("page", "", "m:f", {}, ("compare", "oips"), cost=0.5),
+    ]
+    assert critical_path_costs(stages) == {"card": 15.5, "oips": 9.5, "compare": 10.5, "mistakes": 1.0, "page": 0.5}

@@ -64,8 +64,15 @@ def time_convscope(model, maps: list[int], steps: int, modern: ModernOptions) ->
     options = OIPOptions(steps=steps, precursor=False, early_stop=False, criterion=None if modern.active else 2e-4,
                          modern=modern, per_map=False)
     started = time.perf_counter()
-    run_oips(model, [("Conv2D_3", maps)], options)
-    return time.perf_counter() - started
+    run = run_oips(model, [("Conv2D_3", maps)], options).layers[0]
+    seconds = time.perf_counter() - started
+    # the reference path drops dead members from the batch; the modern one (Adam) keeps all
+    MEMBER_STEPS[modern.active] = run.member_steps or len(maps) * steps
+    return seconds
+
+
+#: member-steps of the last run of each path (``False``: reference, ``True``: modern)
+MEMBER_STEPS: dict[bool, int] = {}
 
 
 def time_lucent(lucent, model, maps: list[int], steps: int) -> float:
@@ -89,15 +96,22 @@ def main() -> None:
     maps = list(range(args.maps))
     print(f"{args.maps} maps of Conv2D_3 × {args.steps} steps, {args.threads} thread(s), load average "
           f"{os.getloadavg()[0]:.1f}")
-    time_convscope(model, maps[:8], 10, ModernOptions())  # warm-up
+    time_convscope(model, maps[:8], 10, ModernOptions())  # warm-up (the first Adam step imports a lot)
+    time_convscope(model, maps[:8], 10, ModernOptions(parametrisation="fourier", optimizer="adam"))
     reference = time_convscope(model, maps, args.steps, ModernOptions())
+    reference_members = MEMBER_STEPS[False]
     modern = time_convscope(model, maps, args.steps, ModernOptions(parametrisation="fourier", optimizer="adam"))
+    modern_members = MEMBER_STEPS[True]
     modern_t = time_convscope(model, maps, args.steps,
                               ModernOptions(parametrisation="fourier", optimizer="adam", transforms=True))
     per_step = lambda seconds: 1000 * seconds / args.steps  # noqa: E731
     print(f"convscope reference path:            {reference:7.2f} s  ({per_step(reference):.1f} ms/step)")
     print(f"convscope modern (fourier + adam):   {modern:7.2f} s  ({per_step(modern):.1f} ms/step)  "
           f"= {modern / reference:.2f}× the reference path (target ≤ 1.3×)")
+    per_member = (modern / modern_members) / (reference / reference_members)
+    print(f"  per member-step: reference {1e3 * reference / reference_members:.3f} ms ({reference_members:,} member-steps: "
+          f"dead members leave its batch), modern {1e3 * modern / modern_members:.3f} ms ({modern_members:,}) "
+          f"= {per_member:.2f}×")
     print(f"convscope modern + transforms:       {modern_t:7.2f} s  ({per_step(modern_t):.1f} ms/step)  "
           f"= {modern_t / reference:.2f}× the reference path")
     lucent = _import_lucent()

@@ -121,15 +121,14 @@ def dream_flops(octave_sizes: list, steps: int) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     from convscope.models import load_model
+    from convscope.probe import capture
 
     model = load_model(None)
-    head = torch.nn.Sequential(*[m for name, m in model.named_children()][: [n for n, _ in model.named_children()].index("Conv2D_3") + 1])
     total = 0.0
-    for size in octave_sizes:
-        height, width = (int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) else (int(size), int(size))
+    for height, width in octave_sizes:
         counter = FlopCounterMode(display=False)
         with counter, torch.no_grad():
-            head(torch.zeros(1, 1, height, width))
+            capture(model, torch.zeros(1, 1, int(height), int(width)), "Conv2D_3")  # the pass stops there
         total += 2 * counter.get_total_flops() * steps
     return total
 

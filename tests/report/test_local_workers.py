@@ -45,8 +45,8 @@ def _env(dataset: Path) -> Env:
 
 
 def test_stages_running_at_once_use_their_own_model(dataset):
-    """Two probing stages at once on one shared model would see each other's passes
-    through the hooks: each worker gets its own copy, equal to the model."""
+    """Each worker gets its own copy of the model (stages set its mode and may
+    rewrite it for a pass), equal to the model, and shares the data."""
     env = _env(dataset)
     envs = LocalExecutor(env, workers=3)._worker_envs(3)
     assert envs[0] is env and len({id(e.model) for e in envs}) == 3

@@ -362,7 +362,6 @@ def run_plan(
         else:  # in waves of independent stages
             executor.run(tasks, on_done, progress, started)
         pending = [s for s in pending if s.name not in results]
-        scheduled &= {s.name for s in pending}
     for name, t in timing.items():
         if t.cached:
             log(f"  ↺ {name:<16} cached (computed in {t.original_seconds:.1f} s)")
@@ -376,10 +375,9 @@ def critical_path_costs(stages: Sequence[StageSpec]) -> dict[str, float]:
     for stage in stages:
         for dep in stage.deps:
             waiting.setdefault(dep, []).append(stage.name)
-    cost = {stage.name: float(stage.cost) for stage in stages}
     total: dict[str, float] = {}
-    for stage in reversed(stages):  # deps come first in the plan
-        total[stage.name] = cost[stage.name] + max((total[w] for w in waiting[stage.name] if w in total), default=0.0)
+    for stage in reversed(stages):  # deps come first in the plan: whoever waits is already done
+        total[stage.name] = float(stage.cost) + max((total[w] for w in waiting[stage.name]), default=0.0)
     return total
 
 

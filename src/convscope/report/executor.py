@@ -176,10 +176,11 @@ def run_task(
 
 class LocalExecutor:
     """Runs the tasks in this process (the default): one after another, or with
-    ``workers`` > 1 that many at a time in threads, each with its own copy of the
-    model (a probe's hooks on a shared model would see the other stages' passes)
-    and one PyTorch thread. The stage functions and their results are the same
-    either way (each stage's randomness depends only on its parameters)."""
+    ``workers`` > 1 that many at a time in threads, each with one PyTorch thread and
+    its own copy of the model (stages set a model's mode and may rewrite it for the
+    length of a pass, and receptive-field geometry is kept per model object). The
+    stage functions and their results are the same either way (each stage's
+    randomness depends only on its parameters)."""
 
     name = "local"
 
@@ -218,17 +219,15 @@ class LocalExecutor:
         self._run_threads(tasks, on_done, progress, on_start, more)
 
     def _worker_envs(self, count: int) -> list[Env]:
-        """``count`` environments: the first is ``env``, the others copy its model."""
+        """``count`` environments: the first is ``env``, the others copy its model;
+        each with its receptive-field geometry derived."""
         import copy
 
-        from convscope.models.twin import frozen_twin
-
+        if len(self._envs) == 1:
+            _warm_geometry(self.env)
         while len(self._envs) < count:
-            model = copy.deepcopy(self.env.model)
-            self._envs.append(Env(spec=self.env.spec, model=model, ascent_model=frozen_twin(model), split=self.env.split))
+            self._envs.append(Env.open(self.env.spec, model=copy.deepcopy(self.env.model), split=self.env.split))
             _warm_geometry(self._envs[-1])
-        if count > 1:
-            _warm_geometry(self._envs[0])
         return self._envs[:count]
 
     def _run_threads(self, tasks: Sequence[StageTask], on_done: DoneFn, progress: Progress, on_start: StartFn | None,

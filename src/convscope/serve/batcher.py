@@ -5,8 +5,8 @@ pool thread; on a small machine those passes (mostly Python overhead for a small
 network, so mostly holding the GIL) queue behind one another. The
 :class:`ForwardBatcher` runs every forward pass in one compute thread instead:
 requests that arrive while a pass runs join the next pass, one batched forward
-through :func:`convscope.inside.layer_activations` (the engine), and each request
-gets its own row back.
+through the engine's :class:`~convscope.probe.Probe` (:class:`BatchedActivations`),
+and each request gets its own row back.
 
 Equality: PyTorch's CPU kernels may pick another algorithm for another batch size
 (on this project's build a batch of 1 differs from a batch of 8 by a few float32
@@ -68,11 +68,6 @@ class BatchedActivations:
         with self._lock, self._probe as probe:
             outputs = {name: value.float().cpu() for name, value in probe.run(to_input(self.model, stack)).items()}
         return [{name: outputs[name][i] for name in self.names} for i in range(count)]
-
-
-def batched_activations(model: nn.Module, images: Sequence[np.ndarray], names: Sequence[str], pad_to: int) -> list[dict[str, torch.Tensor]]:
-    """:class:`BatchedActivations` once (for a single call)."""
-    return BatchedActivations(model, names)(images, pad_to)
 
 
 def consistent_min_batch(model: nn.Module, image_shape: tuple[int, ...], names: Sequence[str], max_batch: int,
@@ -242,4 +237,4 @@ class ForwardBatcher:
                 r.future.set_result(row)
 
 
-__all__ = ["BatchedActivations", "ForwardBatcher", "batched_activations", "consistent_min_batch"]
+__all__ = ["BatchedActivations", "ForwardBatcher", "consistent_min_batch"]

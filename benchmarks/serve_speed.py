@@ -12,12 +12,15 @@ PNG as the body, ``?layers=all&encoding=base64``).
 * the same request with plain JSON lists (what a script gets by default) and with
   compact uint8 levels (``encoding=u8``), for reference.
 
-The server runs in its own process (``python -m convscope serve --port 0``, 2 workers,
-1 PyTorch thread each); the clients are threads of this process on the same machine,
-so on a 2-core machine they compete with the server for the CPU. The load average
-before and after is printed: the machine is shared, so read the figures with it.
+The server runs in its own process (``python -m convscope serve --port 0``, 2 request
+threads, 1 PyTorch thread per computation), once per ``--processes`` value, one after
+the other in this run: forward worker processes (the default: one per core, at most
+4) and ``0`` (forward passes batched in the server process), so the two are compared
+side by side. The clients are threads of this process on the same machine, so on a
+2-core machine they compete with the server for the CPU. The load average before and
+after is printed: the machine is shared, so read the figures with it.
 
-    python benchmarks/serve_speed.py [--requests 500] [--clients 8]
+    python benchmarks/serve_speed.py [--requests 500] [--clients 8] [--processes default,0]
 """
 
 from __future__ import annotations
@@ -53,10 +56,11 @@ def drawing(seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def start_server() -> tuple[subprocess.Popen, str, int]:
+def start_server(processes: str = "default") -> tuple[subprocess.Popen, str, int]:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "convscope", "serve", "--port", "0", "--workers", "2"],
+    extra = [] if processes == "default" else ["--processes", processes]
+    process = subprocess.Popen([sys.executable, "-m", "convscope", "serve", "--port", "0", "--workers", "2", *extra],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     line = process.stdout.readline()
     match = re.search(r"http://([\d.]+):(\d+)/", line)
@@ -91,23 +95,20 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000, q))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=500)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--per-client", type=int, default=60)
-    args = parser.parse_args()
-    load_before = os.getloadavg()
-    process, host, port = start_server()
+def measure(args: argparse.Namespace, processes: str) -> dict:
+    """Every figure of one server configuration."""
+    process, host, port = start_server(processes)
     try:
         bodies = [drawing(seed) for seed in range(8)]
         client = Client(host, port)
         for body in bodies:  # warm up; the reference answers
             client.forward(body)
         reference = {i: client.forward(body)[1] for i, body in enumerate(bodies)}
+        connection = http.client.HTTPConnection(host, port, timeout=30)
+        connection.request("GET", "/api/health")
+        workers = json.loads(connection.getresponse().read()).get("forward_processes", 0)
 
         times = [client.forward(bodies[i % len(bodies)])[0] for i in range(args.requests)]
-        p50, p99 = percentile(times, 50), percentile(times, 99)
         lists = [client.forward(bodies[0], "list")[0] for _ in range(100)]
         compact = [client.forward(bodies[0], "u8")[0] for _ in range(100)]
 
@@ -141,24 +142,47 @@ def main() -> None:
     finally:
         process.terminate()
         process.wait(10)
+    return {"workers": workers, "size": len(reference[0]), "times": times, "lists": lists, "compact": compact,
+            "saturated": saturated, "wrong_saturated": wrong_saturated, "paced": paced, "wrong_paced": wrong_paced}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--per-client", type=int, default=60)
+    parser.add_argument("--processes", default="default,0",
+                        help="comma-separated --processes values of the server to measure, one after the other")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    runs = [(value, measure(args, value)) for value in args.processes.split(",")]
     load_after = os.getloadavg()
-    size = len(reference[0])
     print(f"machine: {os.cpu_count()} cores; load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
           f"(1-minute; > {os.cpu_count()} means other work was running)")
-    print(f"one drawing (168×168 PNG) → conversion + forward + every layer's activations, {size / 1e3:.0f} kB of JSON "
-          "(base64 float32)")
-    print(f"sequential, {args.requests} requests:          p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   "
-          f"(targets ≤ 15 / ≤ 50 ms: {'met' if p50 <= 15 and p99 <= 50 else 'NOT met'})")
-    print(f"same, plain JSON lists (100 requests):     p50 {percentile(lists, 50):6.2f} ms   p99 {percentile(lists, 99):6.2f} ms")
-    print(f"same, compact u8 levels (100 requests):    p50 {percentile(compact, 50):6.2f} ms   p99 {percentile(compact, 99):6.2f} ms")
-    s50 = percentile(saturated, 50)
-    print(f"{args.clients} clients back to back ({len(saturated)} req):   p50 {s50:6.2f} ms   p99 {percentile(saturated, 99):6.2f} ms   "
-          f"ratio {s50 / p50:4.2f}×   answers equal to sequential: {len(saturated) - wrong_saturated}/{len(saturated)}")
-    l50 = percentile(paced, 50)
-    print(f"{args.clients} clients drawing at 20 Hz ({len(paced)} req): p50 {l50:6.2f} ms   p99 {percentile(paced, 99):6.2f} ms   "
-          f"ratio {l50 / p50:4.2f}×   answers equal to sequential: {len(paced) - wrong_paced}/{len(paced)}   "
-          f"(target: ratio ≤ 3: {'met' if l50 / p50 <= 3 else 'NOT met'})")
-    if wrong_saturated or wrong_paced:
+    print(f"one drawing (168×168 PNG) → conversion + forward + every layer's activations, {runs[0][1]['size'] / 1e3:.0f} kB "
+          "of JSON (base64 float32)")
+    failed = False
+    for value, r in runs:
+        p50, p99 = percentile(r["times"], 50), percentile(r["times"], 99)
+        how = (f"{r['workers']} forward worker processes" if r["workers"] else "forward passes batched in the server process")
+        print(f"\n--processes {value}: {how}")
+        print(f"sequential, {args.requests} requests:          p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   "
+              f"(targets ≤ 15 / ≤ 50 ms: {'met' if p50 <= 15 and p99 <= 50 else 'NOT met'})")
+        print(f"same, plain JSON lists (100 requests):     p50 {percentile(r['lists'], 50):6.2f} ms   "
+              f"p99 {percentile(r['lists'], 99):6.2f} ms")
+        print(f"same, compact u8 levels (100 requests):    p50 {percentile(r['compact'], 50):6.2f} ms   "
+              f"p99 {percentile(r['compact'], 99):6.2f} ms")
+        saturated, paced = r["saturated"], r["paced"]
+        s50 = percentile(saturated, 50)
+        print(f"{args.clients} clients back to back ({len(saturated)} req):   p50 {s50:6.2f} ms   "
+              f"p99 {percentile(saturated, 99):6.2f} ms   ratio {s50 / p50:4.2f}×   answers equal to sequential: "
+              f"{len(saturated) - r['wrong_saturated']}/{len(saturated)}")
+        l50 = percentile(paced, 50)
+        print(f"{args.clients} clients drawing at 20 Hz ({len(paced)} req): p50 {l50:6.2f} ms   "
+              f"p99 {percentile(paced, 99):6.2f} ms   ratio {l50 / p50:4.2f}×   answers equal to sequential: "
+              f"{len(paced) - r['wrong_paced']}/{len(paced)}   (target: ratio ≤ 3: {'met' if l50 / p50 <= 3 else 'NOT met'})")
+        failed = failed or bool(r["wrong_saturated"] or r["wrong_paced"])
+    if failed:
         raise SystemExit("concurrent answers differ from the sequential ones")
 
 

@@ -80,13 +80,38 @@ def test_forward_of_a_file_is_what_predict_and_activations_give(server, shipped_
     acts = inside.activations(shipped_model, prepared.image, "all")
     assert set(data["layers"]) == {"Conv2D_1", "Max_Pool_1", "Conv2D_2", "Max_Pool_2", "Conv2D_3", "Flatten", "Dense_1",
                                    "Dense_2"}
-    # the server computes a row of a batched pass padded to the smallest batch size whose rows are bit-identical
-    # for every size up to 8 (measured on this machine): exactly the engine's pass over that padded batch, and
-    # the engine's single-image pass to float32 rounding
-    batch = _padded_reference(shipped_model, prepared.image)
+    # the server's worker processes compute each input alone: exactly the engine's pass over that one image
+    # (the in-process batcher's answers, --processes 0, are checked in test_processes.py)
+    names = list(data["layers"]) + ["probabilities"]
+    alone = _engine_alone(prepared.image, names, tmp_path)
     for name, entry in data["layers"].items():
-        assert np.array_equal(_floats(entry), batch[name][0].numpy()), name
+        assert np.array_equal(_floats(entry), alone[name]), name
         assert np.allclose(_floats(entry), acts.values[name].numpy(), rtol=1e-5, atol=1e-6), name
+
+
+_ALONE = """
+import sys
+import numpy as np
+from convscope.inside import layer_activations
+from convscope.models import load_model
+image = np.load(sys.argv[1])
+names = sys.argv[3].split(",")
+values = layer_activations(load_model(None), image[None], names)
+np.savez(sys.argv[2], **{name: values[name][0].numpy() for name in names})
+"""
+
+
+def _engine_alone(image: np.ndarray, names: list[str], folder) -> dict:
+    """The engine's pass over ``image`` alone, with the server's MKL setting (``MKL_CBWR``,
+    read when torch loads, so in a fresh process): float32 sums may otherwise take
+    another order in MKL's kernels."""
+    np.save(folder / "alone-in.npy", image)
+    env = {**os.environ, "MKL_CBWR": "AUTO,STRICT", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", _ALONE, str(folder / "alone-in.npy"), str(folder / "alone.npz"),
+                           ",".join(names)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return dict(np.load(folder / "alone.npz"))
 
 
 def _padded_reference(model, image: np.ndarray) -> dict:

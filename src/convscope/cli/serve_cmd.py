@@ -31,6 +31,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def start_forward_processes(explorer, count: int | None):
+    """Fork the worker processes that answer ``/api/forward``
+    (:class:`~convscope.serve.processes.ForwardProcesses`), before the server starts any
+    thread; ``None`` for none. ``count=None``: the number of cores (at most 4) when the
+    platform and the model allow it; a count the user asked for that cannot be honoured
+    is an error."""
+    import os
+
+    from convscope.serve.processes import ForwardProcesses, fork_available
+
+    why = fork_available(explorer.model)
+    if count is None:
+        count = 0 if why else min(4, os.cpu_count() or 1)
+    if count == 0:
+        return None
+    if why:
+        fail(f"--processes {count}: {why}; use --processes 0")
+    processes = ForwardProcesses(explorer, count)
+    try:
+        processes.start()
+    except (OSError, RuntimeError) as exc:
+        fail(f"could not start {count} forward worker process(es): {' '.join(str(exc).split())[:300]} "
+             "(use --processes 0 to compute in the server process)")
+    return processes
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (port 0: a free one), or a clear failure."""
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
@@ -67,13 +93,17 @@ def bind_socket(host: str, port: int) -> socket.socket:
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Threads computing requests (the model is shared read-only).")
 @click.option("--threads", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="PyTorch threads per computation (forward passes run batched in one thread).")
+              help="PyTorch threads per computation.")
+@click.option("--processes", type=click.IntRange(0, 64), default=None,
+              help="Worker processes answering /api/forward (each holds a copy of the model; live drawing from "
+                   "several clients then uses every core). 0: forward passes run in the server process, batched. "
+                   "[default: the number of cores, at most 4; 0 for a model on a GPU]")
 @click.option("--oip-profile", type=click.Choice(["full", "quick"]), default="full", show_default=True,
               help="The atlas profile whose OIP parameters on-demand OIPs use (quick: fewer, larger steps).")
 @click.option("--max-upload-mb", type=click.FloatRange(0.01, 1024), default=10.0, show_default=True,
               help="Largest request body (an uploaded image or JSON), in megabytes.")
 def serve(model_path, dataset, data_dir, device, host, port, allow_remote, open_browser, atlas_dir, workers, threads,
-          oip_profile, max_upload_mb) -> None:
+          processes, oip_profile, max_upload_mb) -> None:
     """The interactive explorer: draw a digit (or upload / pick an image) and watch
     every layer respond; open any map's card (OIP, top-k examples, filters,
     deconvnet); explain the input with any method; compare two inputs layer by
@@ -136,7 +166,8 @@ def serve(model_path, dataset, data_dir, device, host, port, allow_remote, open_
     if remote:
         echo_err(f"warning: listening on {host}, reachable from other machines: anyone who can reach port {actual} can "
                  "use the explorer and its model (there is no login)")
-    app = create_app(explorer, workers=workers, allowed_hosts=["*"] if remote else None)
+    forward_processes = start_forward_processes(explorer, processes)
+    app = create_app(explorer, workers=workers, allowed_hosts=["*"] if remote else None, processes=forward_processes)
     click.echo(f"convscope explorer: {url}  ({loaded.label}; Ctrl-C stops it)", nl=True)
     if open_browser:
         import threading

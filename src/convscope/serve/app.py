@@ -5,7 +5,7 @@ status, never a traceback):
 
 =======================  ==========================================================
 ``GET /``                the explorer page (HTML; its JS and CSS under ``/static/``)
-``GET /api/health``      ``{"status": "ok", "model", "version"}``
+``GET /api/health``      ``{"status": "ok", "model", "version", "forward_processes"}``
 ``GET /api/model``       the spec, the layers (shapes, receptive fields), methods, dataset, atlas
 ``POST /api/forward``    an image file as the body (``?layers=all&encoding=list``), or JSON
                          ``{"pixels" | "image" | "png", "layers", "encoding"}`` → probabilities
@@ -19,9 +19,11 @@ status, never a traceback):
 =======================  ==========================================================
 
 Computation runs in a bounded thread pool (``workers`` threads, at most ``queue``
-requests waiting; more get 503), forward passes in one compute thread that batches
-the requests waiting (:mod:`convscope.serve.batcher`), long jobs in one more thread; request bodies are
-read with a size limit and a time limit; each computation has a time limit (504).
+requests waiting; more get 503); forward passes in forked worker processes when the
+server has them (:mod:`convscope.serve.processes`), else in one compute thread that
+batches the requests waiting (:mod:`convscope.serve.batcher`); long jobs in one more
+thread. Request bodies are read with a size limit and a time limit; each computation
+has a time limit (504).
 """
 
 from __future__ import annotations
@@ -114,6 +116,19 @@ class _Pool:
                 return fn(*args, **kwargs)
         finally:
             self.slots.release()
+
+    def start_in_processes(self, processes: Any, source: str, payload: Any, names: list[str], encoding: str) -> Any:
+        """Queue a forward request for the worker processes (:class:`~convscope.serve.processes.ForwardProcesses`),
+        counted against the same ``queue`` limit; await the answer's bytes with :meth:`wait`."""
+        if not self.slots.acquire(blocking=False):
+            raise RequestError("the explorer is busy (too many requests waiting); try again in a moment", 503)
+        try:
+            pending = processes.submit(source, payload, names, encoding)
+        except BaseException:
+            self.slots.release()
+            raise
+        pending.add_done_callback(lambda _: self.slots.release())
+        return pending
 
     def submit_job(self, explorer: Explorer, job: Any) -> None:
         if job.status != "queued":
@@ -230,6 +245,7 @@ def _int(value: Any, name: str) -> int | None:
 
 def create_app(
     explorer: Explorer, *, workers: int = 2, queue: int = 32, timeout: float = 120.0, allowed_hosts: list[str] | None = None,
+    processes: Any = None,
 ) -> Starlette:
     """The explorer's web application.
 
@@ -240,6 +256,9 @@ def create_app(
         timeout: seconds one computation may take before the request gets 504.
         allowed_hosts: accepted ``Host`` headers (default: the loopback names only,
             which also stops DNS-rebinding pages from reaching the server); ``["*"]`` for any.
+        processes: started :class:`~convscope.serve.processes.ForwardProcesses` that
+            answer ``/api/forward`` (closed with the app); ``None``: forward passes run
+            in this process, batched (:mod:`convscope.serve.batcher`).
     """
     pool = _Pool(workers, queue, timeout)
 
@@ -256,16 +275,21 @@ def create_app(
     async def health(request: Request) -> Response:
         from convscope import __version__
 
-        return JSONResponse({"status": "ok", "model": explorer.label, "name": explorer.spec.name, "version": __version__})
+        return JSONResponse({"status": "ok", "model": explorer.label, "name": explorer.spec.name, "version": __version__,
+                             "forward_processes": processes.alive if processes is not None else 0})
 
     async def model_info(request: Request) -> Response:
         return JSONResponse(await pool.run(explorer.model_info))
 
     async def forward(request: Request) -> Response:
+        in_processes = processes is not None and processes.alive > 0
         if _is_json(request):
             body = await read_json(request, explorer.max_body)
             layers, encoding = body.get("layers", "all"), body.get("encoding", "list")
             names = explorer.check_forward(layers, encoding)
+            if in_processes:  # the whole request in a worker process: input, forward pass, answer
+                data = await pool.wait(pool.start_in_processes(processes, "json", body, names, encoding))
+                return Response(data, media_type="application/json")
             with explorer.batcher.expecting():  # a burst of requests becomes one batched pass
                 item = await pool.run(explorer.input_from_json, body)
                 pending = pool.start_forward(explorer.batcher, item.image)
@@ -275,6 +299,9 @@ def create_app(
                 raise RequestError("send an image file as the request body (or JSON with \"pixels\" / \"image\")")
             layers, encoding = request.query_params.get("layers", "all"), request.query_params.get("encoding", "list")
             names = explorer.check_forward(layers, encoding)
+            if in_processes:
+                answer = await pool.wait(pool.start_in_processes(processes, "bytes", data, names, encoding))
+                return Response(answer, media_type="application/json")
             with explorer.batcher.expecting():
                 item = await pool.run(explorer.input_from_bytes, data, "the uploaded image")
                 pending = pool.start_forward(explorer.batcher, item.image)
@@ -338,12 +365,15 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
-        explorer.warm()  # traces the receptive fields and measures the batcher's padding before any request
+        # traces the receptive fields (and measures the batcher's padding when it computes forward passes)
+        explorer.warm(batcher=processes is None)
         try:
             yield
         finally:
             pool.close()
             explorer.close()
+            if processes is not None:
+                processes.close()
 
     app = Starlette(
         routes=routes,
@@ -353,6 +383,7 @@ def create_app(
     )
     app.state.explorer = explorer
     app.state.pool = pool
+    app.state.processes = processes
     return app
 
 

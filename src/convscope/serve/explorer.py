@@ -370,13 +370,16 @@ class Explorer:
                                                (h, w) if c == 1 else (h, w, c), max_batch=self.max_batch)
             return self._batcher
 
-    def warm(self) -> None:
+    def warm(self, batcher: bool = True) -> None:
         """Get ready to serve: trace the receptive fields (:meth:`fields`; the geometry is
-        cached on the model) and start the forward batcher. Tracing with ``torch.fx``
-        patches every module's call while it runs, so it must not overlap forward passes
-        in other threads: a server calls this before it takes requests."""
+        cached on the model) and start the forward batcher (unless ``batcher`` is false:
+        worker processes compute the forward passes; it then starts on first use).
+        Tracing with ``torch.fx`` patches every module's call while it runs, so it must
+        not overlap forward passes in other threads: a server calls this before it
+        takes requests."""
         self.fields()
-        self.batcher.start()
+        if batcher:
+            self.batcher.start()
 
     def close(self) -> None:
         """Stop the forward batcher's thread."""

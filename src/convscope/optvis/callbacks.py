@@ -28,10 +28,17 @@ from convscope.optvis.transforms import gaussian_blur
 
 
 class DeadMembers(Callback):
-    """Stop members whose score and mean |gradient| stayed exactly 0 for more than ``patience`` steps."""
+    """Stop members whose score and mean |gradient| stayed exactly 0 for more than ``patience`` steps.
 
-    def __init__(self, patience: int = 10) -> None:
+    With ``from_start`` only members that were so at every step since the start: for a
+    stateful optimizer (Adam without weight decay) a member that never had a gradient
+    has no state and never moves, while one that had a gradient before would still
+    move on its momentum.
+    """
+
+    def __init__(self, patience: int = 10, *, from_start: bool = False) -> None:
         self.patience = int(patience)
+        self.from_start = bool(from_start)
 
     def on_start(self, run: Run) -> None:
         self.zero_count = torch.zeros(run.n, dtype=torch.long)
@@ -44,6 +51,8 @@ class DeadMembers(Callback):
         counts = self.zero_count[active]
         self.zero_count[active] = torch.where(is_zero, counts + 1, torch.zeros_like(counts))
         newly_dead = run.updating[active] & (self.zero_count[active] > self.patience)
+        if self.from_start:
+            newly_dead &= self.zero_count[active] == step + 1
         if bool(newly_dead.any()):
             run.stop(newly_dead, STATUS_DEAD, at_step=step)
 

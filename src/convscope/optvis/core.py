@@ -98,13 +98,23 @@ class Parametrisation(Protocol):
 
 
 class StepRule:
-    """Turns gradients into new leaf values. ``stateful`` rules keep members in the
-    batch (their optimizer state is per tensor)."""
+    """Turns gradients into new leaf values. ``stateful`` rules hold optimizer state
+    per tensor: stopped members leave their batch only when the rule can
+    :meth:`restrict` its state to the members that stay (and the parametrisation
+    says ``subsets_persistent``); otherwise they stay, not updated."""
 
     stateful = False
 
     def start(self, leaves: list[torch.Tensor]) -> None:
         """Called once with the persistent leaves (stateful rules)."""
+
+    def can_restrict(self, leaves: list[torch.Tensor]) -> bool:
+        """Whether :meth:`restrict` can keep a subset of the members of ``leaves``."""
+        return not self.stateful
+
+    def restrict(self, keep: torch.Tensor, old: list[torch.Tensor], new: list[torch.Tensor]) -> None:
+        """Carry the state of members ``keep`` (rows of the ``old`` leaves) over to the
+        ``new`` leaves, which hold those members only (stateful rules)."""
 
     def propose(self, leaves: list[torch.Tensor], gradients: list[torch.Tensor]) -> list[torch.Tensor]:
         """New values for the leaves, given ``d score / d leaf`` (ascent)."""
@@ -133,6 +143,33 @@ class TorchOptimizer(StepRule):
 
     def start(self, leaves: list[torch.Tensor]) -> None:
         self.optimizer = self.factory(leaves, **self.options)
+
+    def can_restrict(self, leaves: list[torch.Tensor]) -> bool:
+        """True when every state tensor is a scalar (Adam's step count) or shaped like
+        its parameter, so each member's state is its own rows: element-wise
+        optimizers (Adam, AdamW, SGD with momentum, RMSprop, …), not LBFGS."""
+        if self.optimizer is None:
+            return False
+        for leaf in leaves:
+            for value in self.optimizer.state.get(leaf, {}).values():
+                if torch.is_tensor(value) and value.ndim > 0 and value.shape != leaf.shape:
+                    return False
+        return True
+
+    def restrict(self, keep: torch.Tensor, old: list[torch.Tensor], new: list[torch.Tensor]) -> None:
+        """A new optimizer over ``new``, each state tensor's rows ``keep`` carried over
+        (so the members that stay step exactly as they would have)."""
+        assert self.optimizer is not None, "TorchOptimizer.start was not called"
+        optimizer = self.factory(new, **self.options)
+        for before, after in zip(old, new):
+            state = self.optimizer.state.get(before)
+            if state:
+                optimizer.state[after] = {
+                    key: (value[keep.to(value.device)].clone() if value.ndim > 0 else value.clone())
+                    if torch.is_tensor(value) else value
+                    for key, value in state.items()
+                }
+        self.optimizer = optimizer
 
     def propose(self, leaves: list[torch.Tensor], gradients: list[torch.Tensor]) -> list[torch.Tensor]:
         assert self.optimizer is not None, "TorchOptimizer.start was not called"
@@ -324,8 +361,10 @@ def optimize(
         generator: randomness for the transforms.
         scorer: default a :class:`ProbeScorer` over the objective's and callbacks' layers.
         extent: feed the network only ``images[..., :h, :w]`` (the default scorer).
-        freeze: stopped members leave the batch (stateless step rules); with
-            ``False`` they stay and are not updated (same results, more compute).
+        freeze: stopped members leave the batch (stateless step rules, and stateful
+            ones whose state can be restricted to the members that stay, over a
+            parametrisation with ``subsets_persistent``); with ``False`` they stay and
+            are not updated (same results, more compute).
         pad_single: run a lone member as a batch of two (itself twice): oneDNN picks
             another kernel for a batch of one, which would make a single-member run
             differ by float rounding from the same member in a batch.
@@ -352,8 +391,8 @@ def optimize(
         active=torch.arange(n), updating=torch.ones(n, dtype=torch.bool),
         scorer=scorer, parametrisation=parametrisation,
     )
-    drop = freeze and not step_rule.stateful
     persistent = step_rule.stateful
+    drop = freeze and (not persistent or bool(getattr(parametrisation, "subsets_persistent", False)))
     if persistent:
         step_rule.start(parametrisation.leaves(run.active, True))
     active_objective = objective
@@ -406,10 +445,12 @@ def optimize(
                 stopped_members = run.active[stop_now]
                 run.stopped_at[stopped_members] = step
                 run.updating[stopped_members] = False
-                if drop and bool(stop_now.any()):
+                if drop and bool(stop_now.any()) and (not persistent or step_rule.can_restrict(leaves)):
                     keep = torch.nonzero(~stop_now).flatten()
                     run.active = run.active[keep]
                     active_objective = active_objective.subset(keep)
+                    if persistent and len(run.active):  # the optimizer's state follows its members
+                        step_rule.restrict(keep, leaves, parametrisation.leaves(run.active, True))
                 for callback in callbacks:
                     callback.on_step_end(run, step)
                 if len(run.active) == 0:

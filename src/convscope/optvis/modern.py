@@ -25,7 +25,7 @@ from torch import nn
 from convscope.device import model_device
 from convscope.optvis import objectives as obj
 from convscope.optvis.ascent import ProgressFn
-from convscope.optvis.callbacks import BlurEvery, ProgressCallback, RecordEvery
+from convscope.optvis.callbacks import BlurEvery, DeadMembers, ProgressCallback, RecordEvery
 from convscope.optvis.compile import compile_for_input_gradient
 from convscope.optvis.core import NormalizedAscent, TorchOptimizer, optimize
 from convscope.optvis.init import random_initial_images, unit_generator, unit_initial_images
@@ -120,12 +120,19 @@ def modern_ascent(
     step_rule = NormalizedAscent(lr) if optimizer == "normalized" else TorchOptimizer(torch.optim.Adam, lr=lr)
     record = RecordEvery(clean_objective, record_every)
     callbacks = [record, ProgressCallback(progress)]
-    if blur_every and parametrisation == "pixel":
+    blurred = bool(blur_every) and parametrisation == "pixel"
+    if blurred:
         callbacks.insert(1, BlurEvery(blur_every, blur_sigma))
+    # a member with no score and no gradient since the start never moves (Adam has no state for it, the
+    # normalised step is 0) — unless something else changes its image or couples it to the others: random
+    # transforms, blurring, or an extra term such as diversity. Then it can leave the batch: same numbers
+    frozen_dead = not transforms and not blurred and extra is None
+    if frozen_dead:
+        callbacks.insert(0, DeadMembers(10, from_start=True))
     run = optimize(
         compiled.model, goal, image_param, steps=steps, step_rule=step_rule,
         transforms=[RandomAffine()] if transforms else [], callbacks=callbacks, generator=generator,
-        extent=compiled.extent, freeze=False, pad_single=False,
+        extent=compiled.extent, freeze=frozen_dead, pad_single=False,
     )
     options = {
         "parametrisation": parametrisation, "optimizer": optimizer, "lr": lr, "transforms": transforms,

@@ -30,18 +30,25 @@ def _where(moving: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.
 
 class _TensorState:
     """One ``(n, ...)`` tensor of member state, as fresh leaves per step (stateless
-    rules) or as one persistent ``nn.Parameter`` (stateful optimizers)."""
+    rules) or as one persistent ``nn.Parameter`` of the members in the batch
+    (stateful optimizers: the same object every step until the batch changes)."""
+
+    #: persistent leaves follow ``rows``: a stateful optimizer may drop stopped members
+    subsets_persistent = True
 
     def __init__(self, value: torch.Tensor, restandardize: bool) -> None:
         self.current = value.detach().clone()
         self.restandardize = restandardize
         self.parameter: nn.Parameter | None = None
+        self._rows: torch.Tensor | None = None
         self.n = int(value.shape[0])
 
     def leaves(self, rows: torch.Tensor, persistent: bool) -> list[torch.Tensor]:
         if persistent:
-            if self.parameter is None:
-                self.parameter = nn.Parameter(self.current)
+            if self.parameter is None or self._rows is None or not torch.equal(self._rows, rows):
+                whole = len(rows) == self.n and torch.equal(rows, torch.arange(self.n))
+                self.parameter = nn.Parameter(self.current if whole else self.current[rows].clone())
+                self._rows = rows.clone()
             return [self.parameter]
         return [self.current[rows].requires_grad_(True)]
 
@@ -50,7 +57,10 @@ class _TensorState:
         if self.parameter is not None:
             with torch.no_grad():
                 self.parameter.copy_(_where(moving, value, self.parameter.detach()))
-            self.current = self.parameter.detach()
+            if self._rows is not None and len(self._rows) == self.n:
+                self.current = self.parameter.detach()
+            else:
+                self.current[self._rows] = self.parameter.detach()
         else:
             self.current[rows] = _where(moving, value, leaves[0].detach())
 

@@ -153,7 +153,7 @@ def plan_atlas(
                              "max_classes": p.max_classes}, group="classes", cost=4.0))
     stages.append(StageSpec("compare", "the most confused pair, dense node patterns", f"{MODULE}:stage_compare",
                             {"layers": compared, "dense": dense, "examples": p.compare_examples},
-                            ("model_card",), group="compare", cost=10.0))
+                            ("model_card",), group="compare", cost=6.0))
     stages.append(StageSpec("mistakes", "mistakes explained", f"{MODULE}:stage_mistakes",
                             {"n": p.mistakes, "ig_steps": p.ig_steps}, ("model_card",), group="mistakes"))
     if all_convs:

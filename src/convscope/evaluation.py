@@ -253,6 +253,7 @@ def evaluate_model(
     *,
     batch_size: int = 1000,
     progress: Callable[[int, int], None] | None = None,
+    logits: torch.Tensor | None = None,
 ) -> Evaluation:
     """Run ``model`` over a whole split and collect the figures.
 
@@ -263,11 +264,16 @@ def evaluate_model(
             ``dataset``, ``split``).
         batch_size: images per forward pass.
         progress: optional ``progress(done, total)`` callback (e.g. a rich bar).
+        logits: the split's logits ``(N, classes)`` when a pass that also captured
+            other layers already computed them (then ``model`` is not run).
 
     Returns:
         An :class:`Evaluation`; indices refer to the split's original order.
     """
-    logits = predict_logits(model, split.images, batch_size=batch_size, progress=progress)
+    if logits is None:
+        logits = predict_logits(model, split.images, batch_size=batch_size, progress=progress)
+    elif tuple(logits.shape[:1]) != (len(split.labels),):
+        raise ValueError(f"logits of {logits.shape[0]} images given for a split of {len(split.labels)}")
     class_names = getattr(split, "class_names", None)
     if class_names is None or len(class_names) != logits.shape[1]:
         from convscope.spec import SpecError, spec_of

@@ -140,3 +140,46 @@ def test_codec_pack_round_trip_without_pickle():
     assert back.arrays["oips"].dtype == np.float16 and (back.arrays["oips"] == output.arrays["oips"]).all()
     with pytest.raises(CodecError, match="not a packed stage result"):
         unpack(b"not an archive")
+
+
+def test_model_card_pass_feeds_the_comparison(shipped_model, test_split):
+    """The model card's pass over the split keeps the compared layers' outputs for
+    the comparison (one pass, not two): the model card and the comparison are the
+    same, bit for bit, as computed apart; incomplete outputs are refused clearly."""
+    import dataclasses
+
+    import pytest
+
+    from convscope.inside import compare_classes
+    from convscope.report import stages as st
+    from convscope.report.codec import encode
+    from convscope.report.executor import Env, EnvSpec
+    from convscope.report.profile import QUICK
+
+    split = dataclasses.replace(test_split, images=test_split.images[:2500], labels=test_split.labels[:2500])
+    layers = ["Conv2D_3", "Dense_1"]
+    spec = EnvSpec(model=None, model_options={}, dataset=None, data_dir=None, device="cpu", profile=QUICK, seed=0,
+                   layers=tuple(layers), conv_layers=())
+    env = Env.open(spec, model=shipped_model, split=split)
+    card = st.stage_model_card(env, {"compare_layers": layers}, {}, None)
+    assert set(env.shared) == {"split_outputs:Conv2D_3,Dense_1"}
+    alone = st.stage_model_card(Env.open(spec, model=shipped_model, split=split), {}, {}, None)
+    assert encode(card)[0] == encode(alone)[0] and (card.probabilities == alone.probabilities).all()
+
+    params = {"layers": layers, "dense": ["Dense_1"], "examples": 2}
+    shared = st.stage_compare(env, params, {"model_card": card}, None)
+    assert env.shared == {}  # taken, not kept
+    own = st.stage_compare(env, params, {"model_card": card}, None)  # nothing shared: its own pass
+    for got, expected in zip(encode(shared), encode(own)):
+        if isinstance(expected, dict) and expected and isinstance(next(iter(expected.values())), np.ndarray):
+            assert got.keys() == expected.keys() and all(np.array_equal(got[k], expected[k]) for k in expected)
+        else:
+            assert got == expected
+
+    outputs = st.split_outputs(env, ["Dense_1"])
+    with pytest.raises(ValueError, match="lack Conv2D_3"):
+        compare_classes(env.ascent_model, split.images, split.labels, 4, 9, layers=layers, outputs=outputs)
+    outputs = st.split_outputs(env, layers)
+    outputs["Dense_1"] = outputs["Dense_1"][:10]
+    with pytest.raises(ValueError, match="Dense_1 do not hold one row per image"):
+        compare_classes(env.ascent_model, split.images, split.labels, 4, 9, layers=layers, outputs=outputs)

@@ -763,6 +763,7 @@ def compare(
     batch_size: int = 1000,
     model_label: str | None = None,
     progress: Progress | None = None,
+    outputs: dict[str, torch.Tensor] | None = None,
 ) -> ComparisonResult:
     """Compare two classes inside the network: the maps of clear (and ambiguous)
     examples side by side with the positions that tell them apart marked, and the
@@ -784,6 +785,8 @@ def compare(
         batch_size: images per forward pass.
         model_label: the model's name in JSON.
         progress: reports the pass over the images.
+        outputs: the outputs of the compared layers and ``"logits"`` for every
+            image used, already computed by a shared pass (the model is not run).
 
     Raises:
         InsideError: unknown or equal classes, an index out of range, a given image
@@ -817,7 +820,8 @@ def compare(
         try:
             comparison = compare_classes(model, data.images, data.labels, a, b, layers=layer_names,
                                          n_examples=n_examples, given=given or None, threshold=threshold,
-                                         batch_size=batch_size, progress=callback, split=split_name, class_names=names)
+                                         batch_size=batch_size, progress=callback, split=split_name, class_names=names,
+                                         outputs=outputs)
         except ValueError as exc:
             if type(exc) is not ValueError:
                 raise
@@ -934,17 +938,18 @@ def _csv(text: str) -> str:
 
 def evaluate(
     model: nn.Module, split: Any, *, batch_size: int = 1000, model_label: str | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, logits: torch.Tensor | None = None,
 ) -> EvaluationResult:
     """Score ``model`` on a whole split: accuracy, per-class accuracy, confusion
     matrix (class names from the split / spec, any class count), the most confused
-    pair and every misclassified image."""
+    pair and every misclassified image (``logits``: the split's ``(N, classes)``
+    logits, already computed by a shared pass)."""
     from convscope.device import model_device
     from convscope.evaluation import evaluate_model
 
     with _task(progress, f"evaluating on {_short(str(getattr(split, 'dataset', 'data')), 40)} "
                          f"{_split_name(split)}") as callback:
-        evaluation = evaluate_model(model, split, batch_size=batch_size, progress=callback)
+        evaluation = evaluate_model(model, split, batch_size=batch_size, progress=callback, logits=logits)
     facts = _config_facts(model)
     notes = []
     trained_on, data = facts.get("trained_on"), getattr(split, "dataset", None)
@@ -1016,7 +1021,7 @@ def most_confused_pair(
 
     if evaluation is None:
         with _task(progress, "classifying") as callback:
-            evaluation = evaluate_model(model, split, batch_size=batch_size, progress=callback)
+            evaluation = evaluate_model(model, split, batch_size=batch_size, progress=callback, logits=logits)
     if len(evaluation.class_names) < 2:
         raise InsideError("the model has a single class, so there is no pair to confuse")
     ranking = evaluation.confused_pairs(max(1, top))
@@ -1114,7 +1119,7 @@ def mistakes(
             raise InsideError(f"a mistake needs two different classes (got '{names[chosen_pair[0]]}' twice)")
     if evaluation is None:
         with _task(progress, f"classifying {len(split.labels):,} {_split_name(split)} images") as callback:
-            evaluation = evaluate_model(model, split, batch_size=batch_size, progress=callback)
+            evaluation = evaluate_model(model, split, batch_size=batch_size, progress=callback, logits=logits)
     chosen = select_mistakes(evaluation, pair=chosen_pair, limit=limit, order=order)
     return MistakesResult(_model_label(model, model_label), evaluation, chosen, split.images,
                           {"limit": limit, "order": order, "per_row": per_row, "input_cmap": input_cmap})

@@ -392,6 +392,7 @@ def compare_classes(
     split: str = "test",
     given: Sequence[int] | None = None,
     class_names: Sequence[str] | None = None,
+    outputs: dict[str, torch.Tensor] | None = None,
 ) -> ClassComparison:
     """Compare two classes in ``layers`` over a whole split (one forward pass).
 
@@ -414,10 +415,15 @@ def compare_classes(
         progress: optional ``progress(done, total)`` callback.
         split: split name for captions and JSON.
         class_names: names for messages.
+        outputs: the outputs of ``layers`` and ``"logits"`` for all of ``images``
+            (``{layer: (N, ...)}``, as :func:`layer_activations` returns them) when a
+            pass shared with another computation already has them; then the model
+            is not run.
 
     Raises:
         ValueError: equal classes, only one class given, a class outside the
-            model's outputs, or fewer than 2 images of a class.
+            model's outputs, fewer than 2 images of a class, or ``outputs`` that
+            lack a layer or hold another number of images.
     """
     from convscope.evaluation import confused_pairs, evaluation_from_logits
 
@@ -430,7 +436,18 @@ def compare_classes(
 
         layers = compare_layers(model)
     names = list(dict.fromkeys(resolve_address(model, layer).layer for layer in layers))
-    outputs = layer_activations(model, images, names + ["logits"], batch_size=batch_size, progress=progress)
+    if outputs is None:
+        outputs = layer_activations(model, images, names + ["logits"], batch_size=batch_size, progress=progress)
+    else:
+        missing = [name for name in names + ["logits"] if name not in outputs]
+        if missing:
+            raise ValueError(f"the given outputs lack {', '.join(missing)}; pass the outputs of every compared layer "
+                             "and of 'logits'")
+        wrong = [name for name in names + ["logits"] if outputs[name].shape[0] != len(images)]
+        if wrong:
+            raise ValueError(f"the given outputs of {', '.join(wrong)} do not hold one row per image "
+                             f"({len(images)} images)")
+        outputs = {name: outputs[name] for name in names + ["logits"]}
     logits = outputs.pop("logits")
     probabilities = torch.softmax(logits, dim=1)
     num_classes = int(probabilities.shape[1])

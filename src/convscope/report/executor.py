@@ -61,12 +61,17 @@ class Env:
         model: the network (eval mode) with its spec.
         ascent_model: a frozen channels-last copy (faster input gradients on CPU).
         split: the test split of the dataset, checked against the model.
+        shared: what one stage computed for another in this process (the model card's
+            pass over the split keeps the compared layers' outputs for the comparison);
+            shared by the worker environments of one executor. Only a speed-up: a
+            stage that finds nothing here computes the same values itself.
     """
 
     spec: EnvSpec
     model: nn.Module
     ascent_model: nn.Module
     split: Any
+    shared: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def profile(self) -> Profile:
@@ -83,8 +88,10 @@ class Env:
         return list(spec_of(self.model).class_names)
 
     @classmethod
-    def open(cls, spec: EnvSpec, *, model: nn.Module | None = None, split: Any = None) -> "Env":
-        """Load the model and the data (or take the given ones)."""
+    def open(cls, spec: EnvSpec, *, model: nn.Module | None = None, split: Any = None,
+             shared: dict[str, Any] | None = None) -> "Env":
+        """Load the model and the data (or take the given ones; ``shared``: another
+        environment's :attr:`shared`)."""
         from convscope.data.catalog import split_for_model
         from convscope.models.loading import load_any
         from convscope.models.twin import frozen_twin
@@ -95,7 +102,8 @@ class Env:
         model.eval()
         if split is None:
             split = split_for_model(spec_of(model), "test", spec.dataset, spec.data_dir)
-        return cls(spec=spec, model=model, ascent_model=frozen_twin(model), split=split)
+        return cls(spec=spec, model=model, ascent_model=frozen_twin(model), split=split,
+                   shared=shared if shared is not None else {})
 
 
 def resolve_function(path: str) -> Callable[..., Any]:
@@ -226,7 +234,8 @@ class LocalExecutor:
         if len(self._envs) == 1:
             _warm_geometry(self.env)
         while len(self._envs) < count:
-            self._envs.append(Env.open(self.env.spec, model=copy.deepcopy(self.env.model), split=self.env.split))
+            self._envs.append(Env.open(self.env.spec, model=copy.deepcopy(self.env.model), split=self.env.split,
+                                       shared=self.env.shared))
             _warm_geometry(self._envs[-1])
         return self._envs[:count]
 

@@ -101,10 +101,13 @@ def plan_atlas(
     dense = [n for n in layers if kinds.get(n) == "dense"]
     all_convs = conv_layers(model)
     p = profile
+    compared = ([all_convs[-1]] if all_convs else []) + dense
+    compared = compared or layers[:1]
     stages: list[StageSpec] = [
         # costs: rough seconds on one CPU core for an MNIST-size model (only their order matters)
-        StageSpec("model_card", "model card: evaluation, confusion", f"{MODULE}:stage_model_card", {}, group="model",
-                  cost=dataset_size / 1200),
+        # the model card's pass over the split also keeps the compared layers' outputs for the comparison
+        StageSpec("model_card", "model card: evaluation, confusion", f"{MODULE}:stage_model_card",
+                  {"compare_layers": compared}, group="model", cost=dataset_size / 1200),
         StageSpec("training", "training curves", f"{MODULE}:stage_training",
                   {"history": history, "source": history_source}, group="model"),
         StageSpec("activations", "filters, activation grids", f"{MODULE}:stage_activations",
@@ -148,10 +151,9 @@ def plan_atlas(
     stages.append(StageSpec("classes", "class visualisations", f"{MODULE}:stage_classes",
                             {"steps": p.class_steps, "epsilon": p.class_epsilon, "seed": seed,
                              "max_classes": p.max_classes}, group="classes", cost=4.0))
-    compared = ([all_convs[-1]] if all_convs else []) + dense
     stages.append(StageSpec("compare", "the most confused pair, dense node patterns", f"{MODULE}:stage_compare",
-                            {"layers": compared or layers[:1], "dense": dense, "examples": p.compare_examples},
-                            ("model_card",), group="compare", cost=10.0))
+                            {"layers": compared, "dense": dense, "examples": p.compare_examples},
+                            ("model_card",), group="compare", cost=6.0))
     stages.append(StageSpec("mistakes", "mistakes explained", f"{MODULE}:stage_mistakes",
                             {"n": p.mistakes, "ig_steps": p.ig_steps}, ("model_card",), group="mistakes"))
     if all_convs:

@@ -86,7 +86,17 @@ def stage_model_card(env: Env, params: dict, inputs: dict, progress: Task | None
     model = env.model
     spec = spec_of(model)
     # the channels-last twin: the same predictions (logits equal to float rounding), ≈ 1.5× faster on CPU
-    evaluation = evaluate(env.ascent_model, env.split, progress=_inner_progress(progress)).evaluation
+    shared = list(params.get("compare_layers") or [])
+    logits = None
+    if shared:  # one pass for the evaluation and the comparison (the same batches: the same logits, bit for bit)
+        try:
+            outputs = split_outputs(env, shared, progress)
+        except (ValueError, RuntimeError):  # a layer the pass cannot capture: the comparison will say why
+            outputs = None
+        if outputs is not None:
+            logits = outputs["logits"]
+            env.shared[_outputs_key(shared)] = outputs
+    evaluation = evaluate(env.ascent_model, env.split, progress=_inner_progress(progress), logits=logits).evaluation
     table = summary_table(model)
     config = getattr(model, "config", None)
     card = ModelCard(
@@ -108,6 +118,24 @@ def stage_model_card(env: Env, params: dict, inputs: dict, progress: Task | None
     if len(spec.class_names) <= 40:
         card.images["confusion"] = img.figure_png(confusion_figure(evaluation), dpi=100)
     return card
+
+
+#: Images per forward pass of the whole-split passes (the evaluation's batch size:
+#: equal batches give equal logits, bit for bit).
+SPLIT_BATCH = 1000
+
+
+def _outputs_key(layers: list[str]) -> str:
+    return "split_outputs:" + ",".join(layers)
+
+
+def split_outputs(env: Env, layers: list[str], progress: Task | None = None) -> dict[str, torch.Tensor]:
+    """The outputs of ``layers`` and ``"logits"`` for the whole test split on the
+    channels-last twin, ``{layer: (N, ...)}`` (batches of :data:`SPLIT_BATCH`)."""
+    from convscope.inside import layer_activations
+
+    return layer_activations(env.ascent_model, env.split.images, list(layers) + ["logits"], batch_size=SPLIT_BATCH,
+                             progress=lambda done, total: _tick(progress, done, total))
 
 
 def most_confused_pair(card: ModelCard, labels: np.ndarray) -> tuple[int, int]:
@@ -611,8 +639,10 @@ def stage_compare(env: Env, params: dict, inputs: dict, progress: Task | None) -
     class_a, class_b = most_confused_pair(card, np.asarray(env.split.labels, dtype=np.int64))
     layers = list(params["layers"])
     names = env.class_names
+    # the model card's pass kept these outputs when it ran in this process (else compare runs the same pass)
+    outputs = env.shared.pop(_outputs_key(layers), None)
     result = compare(env.ascent_model, env.split, class_a, class_b, layers=layers, n_examples=params["examples"],
-                     progress=_inner_progress(progress))
+                     batch_size=SPLIT_BATCH, progress=_inner_progress(progress), outputs=outputs)
     comparison = result.comparison
     out = Comparison(class_a=class_a, class_b=class_b, compared_layers=layers, details=comparison.to_dict(top=10), dense={})
     rows = result.ambiguous_figure()

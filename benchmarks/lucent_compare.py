@@ -66,7 +66,7 @@ def time_convscope(model, maps: list[int], steps: int, modern: ModernOptions) ->
     started = time.perf_counter()
     run = run_oips(model, [("Conv2D_3", maps)], options).layers[0]
     seconds = time.perf_counter() - started
-    # the reference path drops dead members from the batch; the modern one (Adam) keeps all
+    # both paths drop members dead from the start (the modern one only without transforms)
     MEMBER_STEPS[modern.active] = run.member_steps or len(maps) * steps
     return seconds
 
@@ -110,7 +110,7 @@ def main() -> None:
           f"= {modern / reference:.2f}× the reference path (target ≤ 1.3×)")
     per_member = (modern / modern_members) / (reference / reference_members)
     print(f"  per member-step: reference {1e3 * reference / reference_members:.3f} ms ({reference_members:,} member-steps: "
-          f"dead members leave its batch), modern {1e3 * modern / modern_members:.3f} ms ({modern_members:,}) "
+          f"dead members leave the batch), modern {1e3 * modern / modern_members:.3f} ms ({modern_members:,}) "
           f"= {per_member:.2f}×")
     print(f"convscope modern + transforms:       {modern_t:7.2f} s  ({per_step(modern_t):.1f} ms/step)  "
           f"= {modern_t / reference:.2f}× the reference path")

@@ -148,3 +148,8 @@ def test_modern_path_numbers_unchanged_by_dropping_dead_members(shipped_model, p
     assert runs[True].member_steps < runs[False].member_steps
     assert torch.equal(results[True].images, results[False].images)
     assert torch.equal(results[True].clean_losses, results[False].clean_losses)
+    # without transforms or penalties the records are the run's own scores: the clean objective of the images
+    with torch.no_grad():
+        clean = obj.channels("Conv2D_3", maps)(shipped_model, results[True].images).double()
+    assert torch.allclose(results[True].clean_losses[-1], clean, rtol=1e-5, atol=1e-6)
+    assert results[True].record_steps == list(range(0, 61, 6))

@@ -586,6 +586,7 @@ def _modern_layer(model, layer, maps, o: OIPOptions, dataset_images, progress: P
         history=run.history, history_steps=list(run.record_steps), snapshots=None, snapshot_steps=[],
         status=["max_steps" if float(finals[i].max()) > 0 else "dead" for i in range(len(maps))],
         converged_step=[-1] * len(maps), starts=list(run.starts), similarity=run.similarity, params=dict(run.params),
+        member_steps=int(run.member_steps),
     )
 
 

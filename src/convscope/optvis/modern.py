@@ -40,13 +40,15 @@ OPTIMIZERS = ("normalized", "adam")
 @dataclass
 class ModernResult:
     """``images (N, 1, H, W)`` standardised; ``clean_losses (R, N)`` clean
-    objective at ``record_steps``; ``final_loss (N,)``; ``params``."""
+    objective at ``record_steps``; ``final_loss (N,)``; ``params``; ``member_steps``:
+    members × steps computed (members dead from the start leave the batch)."""
 
     images: torch.Tensor
     clean_losses: torch.Tensor
     record_steps: list[int]
     final_loss: torch.Tensor
     params: dict
+    member_steps: int = 0
 
 
 def modern_ascent(
@@ -118,8 +120,12 @@ def modern_ascent(
     if lr is None:
         lr = 0.01 if optimizer == "normalized" else (0.05 if parametrisation == "pixel" else 0.02)
     step_rule = NormalizedAscent(lr) if optimizer == "normalized" else TorchOptimizer(torch.optim.Adam, lr=lr)
-    record = RecordEvery(clean_objective, record_every)
-    callbacks = [record, ProgressCallback(progress)]
+    # optimising the clean objective itself on untransformed images: every step's score *is* the clean
+    # objective, so the records are read from the run's losses instead of a second pass
+    clean_is_goal = goal is clean_objective and not transforms
+    callbacks = [ProgressCallback(progress)]
+    if not clean_is_goal:
+        callbacks.insert(0, RecordEvery(clean_objective, record_every))
     blurred = bool(blur_every) and parametrisation == "pixel"
     if blurred:
         callbacks.insert(1, BlurEvery(blur_every, blur_sigma))
@@ -138,8 +144,13 @@ def modern_ascent(
         "parametrisation": parametrisation, "optimizer": optimizer, "lr": lr, "transforms": transforms,
         "l1": l1, "tv": tv, "blur_every": blur_every, "blur_sigma": blur_sigma, "steps": steps, "objective": goal.name,
     }
-    clean = run.records["clean"]
-    return ModernResult(run.images, clean, run.records["clean_steps"], clean[-1].clone(), options)
+    if clean_is_goal:
+        every = max(1, int(record_every))
+        record_steps = [step for step in range(steps + 1) if step % every == 0 or step == steps]
+        clean = run.losses[record_steps].clone()
+    else:
+        clean, record_steps = run.records["clean"], run.records["clean_steps"]
+    return ModernResult(run.images, clean, record_steps, clean[-1].clone(), options, run.member_steps)
 
 
 def diversity(layer_name: str, groups: torch.Tensor | list[int]) -> obj.Objective:
@@ -192,6 +203,7 @@ class ModernOIPs:
         similarity: ``(M, K)`` each member's mean similarity to the other members of
             its map (diversity runs), else ``None``.
         params: every parameter, for manifests.
+        member_steps: members × steps computed.
     """
 
     layer: str
@@ -204,6 +216,7 @@ class ModernOIPs:
     starts: list[str]
     similarity: torch.Tensor | None
     params: dict
+    member_steps: int = 0
 
 
 def modern_oips(
@@ -292,4 +305,5 @@ def modern_oips(
         initial_loss=result.clean_losses[0].reshape(m, k), final_loss=result.final_loss.reshape(m, k),
         history=result.clean_losses, record_steps=result.record_steps,
         starts=chosen.source if chosen is not None else ["random"] * m, similarity=similarity, params=params,
+        member_steps=result.member_steps,
     )

@@ -1021,7 +1021,7 @@ def most_confused_pair(
 
     if evaluation is None:
         with _task(progress, "classifying") as callback:
-            evaluation = evaluate_model(model, split, batch_size=batch_size, progress=callback, logits=logits)
+            evaluation = evaluate_model(model, split, batch_size=batch_size, progress=callback)
     if len(evaluation.class_names) < 2:
         raise InsideError("the model has a single class, so there is no pair to confuse")
     ranking = evaluation.confused_pairs(max(1, top))
@@ -1119,7 +1119,7 @@ def mistakes(
             raise InsideError(f"a mistake needs two different classes (got '{names[chosen_pair[0]]}' twice)")
     if evaluation is None:
         with _task(progress, f"classifying {len(split.labels):,} {_split_name(split)} images") as callback:
-            evaluation = evaluate_model(model, split, batch_size=batch_size, progress=callback, logits=logits)
+            evaluation = evaluate_model(model, split, batch_size=batch_size, progress=callback)
     chosen = select_mistakes(evaluation, pair=chosen_pair, limit=limit, order=order)
     return MistakesResult(_model_label(model, model_label), evaluation, chosen, split.images,
                           {"limit": limit, "order": order, "per_row": per_row, "input_cmap": input_cmap})

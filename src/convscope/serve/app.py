@@ -35,6 +35,7 @@ import functools
 import json
 import logging
 import threading
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -79,26 +80,32 @@ class _Pool:
         self.job_slots = threading.BoundedSemaphore(max_jobs)
         self.timeout = timeout
 
-    async def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _take_slot(self) -> None:
         if not self.slots.acquire(blocking=False):
             raise RequestError("the explorer is busy (too many requests waiting); try again in a moment", 503)
+
+    async def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        self._take_slot()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self.work, functools.partial(self._guarded, fn, *args, **kwargs))
         return await self._wait(future)
 
-    def start_forward(self, batcher: Any, image: Any) -> Any:
-        """Submit one image to the forward batcher (its thread computes it in a batched
-        pass), counted against the same ``queue`` limit as the pool's work; await the
-        answer with :meth:`wait`."""
-        if not self.slots.acquire(blocking=False):
-            raise RequestError("the explorer is busy (too many requests waiting); try again in a moment", 503)
+    def _counted(self, submit: Callable[[], Any]) -> Any:
+        """``submit()``'s future, counted against the same ``queue`` limit as the pool's
+        work until it is done."""
+        self._take_slot()
         try:
-            pending = batcher.submit(image)
+            pending = submit()
         except BaseException:
             self.slots.release()
             raise
         pending.add_done_callback(lambda _: self.slots.release())
-        return asyncio.wrap_future(pending)
+        return pending
+
+    def start_forward(self, batcher: Any, image: Any) -> Any:
+        """Submit one image to the forward batcher (its thread computes it in a batched
+        pass); await the answer with :meth:`wait`."""
+        return asyncio.wrap_future(self._counted(lambda: batcher.submit(image)))
 
     async def wait(self, future: Any) -> Any:
         """``future``'s result, or 504 after the time limit."""
@@ -118,17 +125,9 @@ class _Pool:
             self.slots.release()
 
     def start_in_processes(self, processes: Any, source: str, payload: Any, names: list[str], encoding: str) -> Any:
-        """Queue a forward request for the worker processes (:class:`~convscope.serve.processes.ForwardProcesses`),
-        counted against the same ``queue`` limit; await the answer's bytes with :meth:`wait`."""
-        if not self.slots.acquire(blocking=False):
-            raise RequestError("the explorer is busy (too many requests waiting); try again in a moment", 503)
-        try:
-            pending = processes.submit(source, payload, names, encoding)
-        except BaseException:
-            self.slots.release()
-            raise
-        pending.add_done_callback(lambda _: self.slots.release())
-        return pending
+        """Queue a forward request for the worker processes
+        (:class:`~convscope.serve.processes.ForwardProcesses`); await the answer's bytes with :meth:`wait`."""
+        return self._counted(lambda: processes.submit(source, payload, names, encoding))
 
     def submit_job(self, explorer: Explorer, job: Any) -> None:
         if job.status != "queued":

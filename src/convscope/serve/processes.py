@@ -35,7 +35,11 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
+from convscope.serve.explorer import RequestError
+
 LOG = logging.getLogger("convscope.serve")
+#: The answer (503) when every worker process has died.
+NONE_LEFT = "no forward worker process is left; try again"
 
 
 def fork_available(model: Any = None) -> str | None:
@@ -69,7 +73,6 @@ class ForwardProcesses:
         self._pending: collections.deque[tuple[asyncio.Future, tuple]] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next_id = 0
-        self.computed = 0
 
     # ------------------------------------------------------------------ life
     def start(self) -> None:
@@ -161,9 +164,7 @@ class ForwardProcesses:
                     loop.add_reader(worker.answers, self._on_answer, worker)
         future: asyncio.Future = loop.create_future()
         if not self.alive:
-            from convscope.serve.explorer import RequestError
-
-            future.set_exception(RequestError("no forward worker process is left; try again", 503))
+            future.set_exception(RequestError(NONE_LEFT, 503))
             return future
         self._pending.append((future, (source, payload, names, encoding)))
         self._dispatch()
@@ -199,20 +200,15 @@ class ForwardProcesses:
             if outcome == "ok":
                 future.set_result(rest[0])
             else:
-                from convscope.serve.explorer import RequestError
-
                 status, text = rest
                 if outcome == "failed":
                     LOG.error("a forward worker failed: %s", text)
                     text = f"internal error ({text.split(':')[0]}); the server log has the details"
                 future.set_exception(RequestError(text, status))
-            self.computed += 1
         if messages:
             self._dispatch()
 
     def _lost(self, worker: _Worker, why: str) -> None:
-        from convscope.serve.explorer import RequestError
-
         if worker.dead:
             return
         worker.dead = True
@@ -232,7 +228,7 @@ class ForwardProcesses:
             while self._pending:
                 future, _ = self._pending.popleft()
                 if not future.done():
-                    future.set_exception(RequestError("no forward worker process is left; try again", 503))
+                    future.set_exception(RequestError(NONE_LEFT, 503))
 
 
 _HEADER = struct.Struct("!Q")
@@ -296,7 +292,6 @@ def _serve_forever(requests: Connection, answers: int, servers_ends: list[tuple[
     import torch
 
     from convscope.serve.batcher import BatchedActivations
-    from convscope.serve.explorer import RequestError
 
     for connection, fd in servers_ends:
         connection.close()
@@ -327,11 +322,10 @@ def forward_bytes(explorer: Any, run: Any, source: str, payload: Any, names: lis
     """One forward request answered alone: its input (an image file's bytes or a JSON
     object), one forward pass of that image (``run``: a
     :class:`~convscope.serve.batcher.BatchedActivations`, batch of one), the JSON bytes."""
-    from convscope.serve.app import json_bytes
+    from convscope.serve.app import _answer
 
     item = explorer.input_from_bytes(payload, "the uploaded image") if source == "bytes" else explorer.input_from_json(payload)
-    values = run([item.image], 1)[0]
-    return json_bytes(explorer.forward_answer(item, names, encoding, values))
+    return _answer(explorer, item, names, encoding, run([item.image], 1)[0])
 
 
 __all__ = ["ForwardProcesses", "fork_available", "forward_bytes"]

@@ -85,3 +85,35 @@ def server(mnist_dir):
     finally:
         stop_server(running)
     assert not any("Traceback" in line for line in running.stderr), "".join(running.stderr)[-3000:]
+
+
+def forward_png(server: Server, body: bytes) -> tuple[int, Any, bytes]:
+    """``POST /api/forward`` of a PNG, every layer, base64 floats: ``(status, parsed, raw)``."""
+    return server.request("POST", "/api/forward?layers=all&encoding=base64", body, {"Content-Type": "image/png"})
+
+
+def assert_concurrent_equal_sequential(server: Server, bodies: list[bytes]) -> None:
+    """8 clients, 4 requests each, get exactly the bytes one client gets for the same
+    drawings one after another (and the drawings' answers differ, so equality means
+    something)."""
+    sequential = [forward_png(server, body)[2] for body in bodies]
+    answers: list[tuple[int, bytes]] = []
+    failures: list[str] = []
+
+    def client(index: int) -> None:
+        for round_ in range(4):
+            which = (index + round_) % len(bodies)
+            status, _, raw = forward_png(server, bodies[which])
+            if status != 200:
+                failures.append(raw[:200].decode(errors="replace"))
+            else:
+                answers.append((which, raw))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert failures == [] and len(answers) == 32
+    assert all(raw == sequential[which] for which, raw in answers)  # the same bytes, whatever ran beside
+    assert len(set(sequential)) == len(bodies)

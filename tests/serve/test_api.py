@@ -7,20 +7,16 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw
 
-from tests.serve.conftest import REPO
+from tests.serve.conftest import REPO, assert_concurrent_equal_sequential
 
 
 def _png(image: Image.Image) -> bytes:
@@ -168,33 +164,7 @@ def test_forward_json_pixels_and_dataset_refs(server, shipped_model, test_split)
 
 
 def test_eight_concurrent_clients_equal_sequential(server):
-    bodies = [_drawing(seed) for seed in range(8)]
-    sequential = []
-    for body in bodies:
-        status, data, _ = server.request("POST", "/api/forward?encoding=base64", body, {"Content-Type": "image/png"})
-        assert status == 200
-        sequential.append(data)
-    answers: list[tuple[int, dict]] = []
-    failures: list[str] = []
-
-    def client(index: int) -> None:
-        for round_ in range(4):
-            which = (index + round_) % len(bodies)
-            status, data, raw = server.request("POST", "/api/forward?encoding=base64", bodies[which],
-                                               {"Content-Type": "image/png"})
-            if status != 200:
-                failures.append(raw[:200].decode(errors="replace"))
-            else:
-                answers.append((which, data))
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert failures == [] and len(answers) == 32
-    assert all(data == sequential[which] for which, data in answers)
-    assert len({json.dumps(d["probabilities"]) for d in sequential}) > 1  # the drawings differ, so equality means something
+    assert_concurrent_equal_sequential(server, [_drawing(seed) for seed in range(8)])
 
 
 def test_explain_equals_the_library(server, shipped_model, test_split):

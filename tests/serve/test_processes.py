@@ -4,65 +4,23 @@ a worker dies."""
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
 
-from tests.serve.conftest import REPO, start_server, stop_server
-
-
-def _drawing(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    image = Image.new("RGBA", (168, 168), (0, 0, 0, 255))
-    ImageDraw.Draw(image).line([tuple(int(v) for v in rng.integers(24, 144, 2)) for _ in range(4)],
-                               fill=(255, 255, 255, 255), width=12, joint="curve")
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def _forward(server, body: bytes) -> tuple[int, dict | None, bytes]:
-    return server.request("POST", "/api/forward?layers=all&encoding=base64", body, {"Content-Type": "image/png"})
-
-
-def _floats(entry: dict) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(entry["data"]), dtype="<f4").reshape(entry["shape"])
+from tests.serve.conftest import REPO, assert_concurrent_equal_sequential, forward_png, start_server, stop_server
+from tests.serve.test_api import _drawing, _floats
 
 
 def _children(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as handle:
         return [int(p) for p in handle.read().split()]
-
-
-def _concurrent_equal_sequential(server, bodies: list[bytes]) -> None:
-    sequential = [_forward(server, body)[2] for body in bodies]
-    answers: list[tuple[int, bytes]] = []
-    failures: list[str] = []
-
-    def client(index: int) -> None:
-        for round_ in range(4):
-            which = (index + round_) % len(bodies)
-            status, _, raw = _forward(server, bodies[which])
-            (answers.append((which, raw)) if status == 200 else failures.append(raw[:200].decode(errors="replace")))
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert failures == [] and len(answers) == 32
-    assert all(raw == sequential[which] for which, raw in answers)  # the same bytes, whatever ran beside
-    assert len(set(sequential)) == len(bodies)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the worker processes from /proc")
@@ -76,8 +34,8 @@ def test_workers_answer_and_a_killed_worker_fails_nothing_else(mnist_dir):
         workers = _children(server.process.pid)
         assert len(workers) == 2
         bodies = [_drawing(seed) for seed in range(8)]
-        _concurrent_equal_sequential(server, bodies)
-        before = [_forward(server, body) for body in bodies[:3]]
+        assert_concurrent_equal_sequential(server, bodies)
+        before = [forward_png(server, body) for body in bodies[:3]]
         assert all(status == 200 for status, _, _ in before)
 
         os.kill(workers[0], signal.SIGKILL)
@@ -85,7 +43,7 @@ def test_workers_answer_and_a_killed_worker_fails_nothing_else(mnist_dir):
         while server.request("GET", "/api/health")[1]["forward_processes"] != 1:  # the server notices at once
             assert time.monotonic() < deadline, "the server did not notice the dead worker"
             time.sleep(0.05)
-        after = [_forward(server, body) for body in bodies[:3]]
+        after = [forward_png(server, body) for body in bodies[:3]]
         assert [raw for _, _, raw in after] == [raw for _, _, raw in before]
 
         os.kill(workers[1], signal.SIGKILL)
@@ -93,7 +51,7 @@ def test_workers_answer_and_a_killed_worker_fails_nothing_else(mnist_dir):
         while server.request("GET", "/api/health")[1]["forward_processes"] != 0:
             assert time.monotonic() < deadline, "the server did not notice the second dead worker"
             time.sleep(0.05)
-        for (status, data, _), (_, want, _) in zip((_forward(server, body) for body in bodies[:3]), before):
+        for (status, data, _), (_, want, _) in zip((forward_png(server, body) for body in bodies[:3]), before):
             assert status == 200  # computed in the server process now, batched and padded
             assert data["probabilities"] == pytest.approx(want["probabilities"], abs=1e-6)
             for name, entry in data["layers"].items():
@@ -118,7 +76,7 @@ def test_in_process_batching_answers_are_the_padded_pass_and_equal_under_concurr
         assert server.request("GET", "/api/health")[1]["forward_processes"] == 0
         assert _children(server.process.pid) == [] if sys.platform.startswith("linux") else True
         body = _drawing(1)
-        status, data, _ = _forward(server, body)
+        status, data, _ = forward_png(server, body)
         assert status == 200, data
         path = tmp_path / "drawing.png"
         path.write_bytes(body)
@@ -126,7 +84,7 @@ def test_in_process_batching_answers_are_the_padded_pass_and_equal_under_concurr
         batch = _padded_reference(shipped_model, prepared.image)
         for name, entry in data["layers"].items():
             assert np.array_equal(_floats(entry), batch[name][0].numpy()), name
-        _concurrent_equal_sequential(server, [_drawing(seed) for seed in range(8)])
+        assert_concurrent_equal_sequential(server, [_drawing(seed) for seed in range(8)])
     finally:
         stop_server(server)
     assert not any("Traceback" in line for line in server.stderr)

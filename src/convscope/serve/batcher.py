@@ -149,8 +149,11 @@ class ForwardBatcher:
             if self._closed:
                 raise RuntimeError("the forward batcher is closed")
             if self.min_batch is None:
+                from convscope.tracing_gate import GATE
+
                 try:
-                    self.min_batch = consistent_min_batch(self.model, self.image_shape, self.names, self.max_batch)
+                    with GATE.shared():  # forward passes (it may start late: when the worker processes died)
+                        self.min_batch = consistent_min_batch(self.model, self.image_shape, self.names, self.max_batch)
                 except Exception as exc:  # noqa: BLE001 - the safe fallback: every pass the same size
                     LOG.warning("measuring the smallest consistent batch failed (%s: %s); every pass uses %d images",
                                 type(exc).__name__, " ".join(str(exc).split())[:200], self.max_batch)

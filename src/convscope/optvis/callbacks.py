@@ -134,8 +134,13 @@ class RecordEvery(Callback):
         self.values: list[torch.Tensor] = []
         self.steps_recorded: list[int] = []
 
+    @staticmethod
+    def records_at(step: int, steps: int, every: int) -> bool:
+        """Whether a run of ``steps`` steps recording every ``every`` records at ``step``."""
+        return step == steps or step % max(1, int(every)) == 0
+
     def on_step_start(self, run: Run, step: int) -> None:
-        if step == run.steps or step % self.every == 0:
+        if self.records_at(step, run.steps, self.every):
             images = run.parametrisation.images()
             self.values.append(run.evaluate(self.objective, images).double().cpu())
             self.steps_recorded.append(step)

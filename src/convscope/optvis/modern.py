@@ -123,18 +123,17 @@ def modern_ascent(
     # optimising the clean objective itself on untransformed images: every step's score *is* the clean
     # objective, so the records are read from the run's losses instead of a second pass
     clean_is_goal = goal is clean_objective and not transforms
-    callbacks = [ProgressCallback(progress)]
-    if not clean_is_goal:
-        callbacks.insert(0, RecordEvery(clean_objective, record_every))
     blurred = bool(blur_every) and parametrisation == "pixel"
-    if blurred:
-        callbacks.insert(1, BlurEvery(blur_every, blur_sigma))
     # a member with no score and no gradient since the start never moves (Adam has no state for it, the
     # normalised step is 0) — unless something else changes its image or couples it to the others: random
     # transforms, blurring, or an extra term such as diversity. Then it can leave the batch: same numbers
     frozen_dead = not transforms and not blurred and extra is None
-    if frozen_dead:
-        callbacks.insert(0, DeadMembers(10, from_start=True))
+    callbacks = [
+        *([DeadMembers(10, from_start=True)] if frozen_dead else []),
+        *([RecordEvery(clean_objective, record_every)] if not clean_is_goal else []),
+        *([BlurEvery(blur_every, blur_sigma)] if blurred else []),
+        ProgressCallback(progress),
+    ]
     run = optimize(
         compiled.model, goal, image_param, steps=steps, step_rule=step_rule,
         transforms=[RandomAffine()] if transforms else [], callbacks=callbacks, generator=generator,
@@ -145,8 +144,7 @@ def modern_ascent(
         "l1": l1, "tv": tv, "blur_every": blur_every, "blur_sigma": blur_sigma, "steps": steps, "objective": goal.name,
     }
     if clean_is_goal:
-        every = max(1, int(record_every))
-        record_steps = [step for step in range(steps + 1) if step % every == 0 or step == steps]
+        record_steps = [step for step in range(steps + 1) if RecordEvery.records_at(step, steps, record_every)]
         clean = run.losses[record_steps].clone()
     else:
         clean, record_steps = run.records["clean"], run.records["clean_steps"]

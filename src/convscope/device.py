@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import torch
@@ -14,6 +15,20 @@ def model_device(model: torch.nn.Module) -> torch.device:
         return next(model.parameters()).device
     except StopIteration:
         return torch.device("cpu")
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity where the platform tells it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_workers(model: torch.nn.Module, cap: int = 4) -> int:
+    """Threads to split a CPU computation over by default: one per usable core, at
+    most ``cap``; 1 for a model on an accelerator (one batch keeps it busy)."""
+    return 1 if model_device(model).type != "cpu" else min(cap, usable_cores())
 
 
 class DeviceError(ValueError):

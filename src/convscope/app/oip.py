@@ -112,6 +112,10 @@ class OIPOptions:
     modern: ModernOptions = field(default_factory=ModernOptions)
     #: precursor: steps of pre-ReLU ascent for maps no start triggers
     preactivation_steps: int = 300
+    #: the reference ascent's maps split over this many threads, one PyTorch thread
+    #: each (the same OIPs for any number); ``None``: one batch on PyTorch's threads.
+    #: The modern path and strategy 1 always run one batch.
+    workers: int | None = None
     #: which options the user gave explicitly (for the combination checks)
     given: frozenset[str] = frozenset()
 
@@ -141,6 +145,12 @@ class OIPOptions:
                                    "--scale-weights 0.2,0.2,0,0)")
             if any(s < 1 for s in scales) or not any(w != 0 for w in weights) or any(not math.isfinite(w) for w in weights):
                 raise OptionsError("--scales must be whole numbers ≥ 1 and --scale-weights finite numbers, at least one non-zero")
+        if self.workers is not None and self.workers < 1:
+            raise OptionsError(f"--workers must be at least 1; got {self.workers}")
+        if (self.workers or 1) > 1 and "workers" in self.given and (modern.active or self.strategy == "1"):
+            path = "strategy 1" if self.strategy == "1" else f"the modern ascent ({', '.join(modern.changed())})"
+            raise OptionsError(f"--workers splits the reference ascent's maps over threads; {path} runs one batch: "
+                               "drop --workers")
         if self.report_steps < 1 or self.report_steps > 20:
             raise OptionsError(f"--report-steps must be 1..20; got {self.report_steps}")
         if not modern.active:
@@ -533,7 +543,8 @@ def _reference_layer(model, layer, maps, o: OIPOptions, dataset_images, progress
             early_stop=o.early_stop, precursor=o.precursor, n_candidates=o.candidates,
             dataset_images=dataset_images if o.dataset_starts else None,
             scales=o.scales, weights=o.scale_weights or REFERENCE_WEIGHTS, n_report_steps=o.report_steps,
-            preactivation_steps=o.preactivation_steps, progress=task.engine_callback(), **precursor_options,
+            preactivation_steps=o.preactivation_steps, progress=task.engine_callback(), workers=o.workers,
+            **precursor_options,
         )
     a = result.ascent
     m = len(maps)

@@ -6,6 +6,8 @@ write via :mod:`convscope.io`.
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 from click.core import ParameterSource
 
@@ -91,6 +93,9 @@ def _numbers(text: str | None, kind: type, flag: str) -> tuple | None:
               help="Log-spaced report steps as the posts: n_el = steps // 2^N, reports at n_el·2^j, plus 0 and the last "
                    "step (600 steps, 6: 0, 9, 18, 36, 72, 144, 288, 599).")
 @click.option("--log", is_flag=True, help="Print the posts' log: loss and its change at every report step, per map.")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Reference ascent: split the maps over this many threads, one PyTorch thread each (default: one "
+                   "per core, at most 4; one batch on a GPU). The OIPs are the same for any number.")
 @model_option
 @dataset_option
 @data_dir_option
@@ -99,8 +104,8 @@ def _numbers(text: str | None, kind: type, flag: str) -> tuple | None:
 @out_option("convscope-out/oip")
 def oip(layer, maps, all_maps, all_layers, strategy, precursor, candidates, dataset_starts, steps, epsilon, criterion,
         early_stop, per_map, compare_strategies, seed, parametrisation, optimizer, lr, transforms, l1, tv, blur_every,
-        blur_sigma, diversity, diversity_weight, scales, scale_weights, report_steps, log, model_path, dataset, data_dir,
-        device, as_json, out_dir) -> None:
+        blur_sigma, diversity, diversity_weight, scales, scale_weights, report_steps, log, workers, model_path, dataset,
+        data_dir, device, as_json, out_dir) -> None:
     """Optimised input patterns (OIPs): images that maximally trigger a map.
 
     Gradient ascent on the map's mean activation, exactly as the reference
@@ -129,11 +134,12 @@ def oip(layer, maps, all_maps, all_layers, strategy, precursor, candidates, data
     from convscope.address import AddressError
     from convscope.app.oip import ModernOptions, OIPOptions, OptionsError, run_oips
     from convscope.cli.output import finish, terminal_progress, write_result, writing
+    from convscope.device import default_workers
     from convscope.optvis.core import Cancelled
 
     modern = ModernOptions(parametrisation, optimizer, lr, transforms, l1, tv, blur_every, blur_sigma, diversity,
                            diversity_weight)
-    given = frozenset(name for name in ("precursor", "candidates", "dataset_starts") if _given(name))
+    given = frozenset(name for name in ("precursor", "candidates", "dataset_starts", "workers") if _given(name))
     options = OIPOptions(
         strategy=strategy, steps=steps, epsilon=epsilon if _given("epsilon") or not modern.active else None,
         criterion=criterion if _given("criterion") or not modern.active else None, early_stop=early_stop,
@@ -141,13 +147,15 @@ def oip(layer, maps, all_maps, all_layers, strategy, precursor, candidates, data
         scales=_numbers(scales, int, "--scales"), scale_weights=_numbers(scale_weights, float, "--scale-weights"),
         report_steps=report_steps, seed=seed, compare_strategies=compare_strategies,
         per_map=(not (all_maps or all_layers)) if per_map is None else per_map, log=log,
-        modern=modern, given=given,
+        modern=modern, given=given, workers=workers,
     )
     try:
         options.check()
     except OptionsError as exc:
         raise click.UsageError(str(exc)) from None
     model = load_model_or_fail(model_path, device)
+    if workers is None and not modern.active and strategy == "0":
+        options = dataclasses.replace(options, workers=default_workers(model))
     if sum(bool(x) for x in (maps, all_maps, all_layers)) > 1:
         fail("choose one of --map, --all and --all-layers")
     if ":" in layer and (maps or all_maps or all_layers):

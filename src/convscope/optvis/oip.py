@@ -1,5 +1,11 @@
 """OIPs of many maps at once: precursor + reference ascent, chunked, per layer.
 
+The maps of a layer can also be split over ``workers`` threads, each computing
+its share of the batch with one PyTorch thread (:func:`compute_oips`). A step of
+a 28×28 ascent is many small kernels, which a second intra-op thread speeds up
+little; two batches side by side use two cores better. Every member's numbers
+are those of the one-thread batched run, whatever the number of workers.
+
 Python API for notebooks::
 
     from convscope.optvis.oip import compute_oips
@@ -11,6 +17,9 @@ Python API for notebooks::
 
 from __future__ import annotations
 
+import concurrent.futures
+import copy
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,11 +27,14 @@ import torch
 from torch import nn
 
 from convscope.address import AddressError, layer_output_shapes, resolve_address
-from convscope.device import model_device
+from convscope.device import model_device, torch_threads
 from convscope.optvis import objectives as obj
 from convscope.optvis.ascent import AscentResult, ProgressFn, reference_ascent
+from convscope.optvis.compile import compile_for_input_gradient
+from convscope.optvis.core import Cancelled
 from convscope.optvis.init import REFERENCE_WEIGHTS, unit_generator, unit_initial_images
 from convscope.spec import spec_of
+from convscope.tracing_gate import GATE
 from convscope.optvis.precursor import PrecursorResult, precursor_starts
 
 
@@ -118,6 +130,7 @@ def compute_oips(
     progress: ProgressFn | None = None,
     candidate_scales: Sequence[int] | None = None,
     candidate_weights: Sequence[float] | None = None,
+    workers: int | None = None,
 ) -> LayerOIPs:
     """OIPs of ``map_indices`` (default: all maps) of ``layer``.
 
@@ -136,12 +149,37 @@ def compute_oips(
         candidate_scales, candidate_weights: the precursor candidates' fluctuations
             (default: the reference's scales with the long-scale weights 0.2, 0.2, 0, 0).
         chunk_size: at most this many maps per batch (bounds memory).
-        progress: ``progress(step, steps, active)`` (per chunk).
+        progress: ``progress(step, steps, active)`` (per chunk; with workers, the
+            slowest share's step and the members still active in all shares).
+        workers: ``None``: one batch on PyTorch's threads (their number changes the
+            last bits, and so after many steps the images). A number: the maps
+            split into that many shares, computed at once in threads with one
+            PyTorch thread each (CPU models; on an accelerator one batch) — the
+            same OIPs whatever the number (images bit for bit; loss values to
+            float rounding).
 
     Returns:
         :class:`LayerOIPs`.
     """
     layer_name, maps = validate_maps(model, layer, map_indices)
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1; got {workers}")
+    options = dict(
+        seed=seed, steps=steps, epsilon=epsilon, criterion=criterion, early_stop=early_stop, precursor=precursor,
+        n_candidates=n_candidates, dataset_images=dataset_images, preactivation_steps=preactivation_steps,
+        scales=scales, weights=weights, chunk_size=chunk_size, n_report_steps=n_report_steps, progress=progress,
+        candidate_scales=candidate_scales, candidate_weights=candidate_weights,
+    )
+    if workers is not None and model_device(model).type == "cpu":
+        # the precursor with one thread too: the numbers then do not depend on the worker count
+        with torch_threads(1):
+            return _compute_oips(model, layer_name, maps, workers=workers, **options)
+    return _compute_oips(model, layer_name, maps, workers=1, **options)
+
+
+def _compute_oips(model, layer_name, maps, *, seed, steps, epsilon, criterion, early_stop, precursor, n_candidates,
+                  dataset_images, preactivation_steps, scales, weights, chunk_size, n_report_steps, progress,
+                  candidate_scales, candidate_weights, workers) -> LayerOIPs:
     spec = spec_of(model)
     device = model_device(model)
     if precursor:
@@ -156,23 +194,127 @@ def compute_oips(
         chosen = None
         initial = unit_initial_images(seed, layer_name, maps, scales=scales, weights=weights, size=spec.size,
                                       channels=spec.channels)
-    results = []
-    for start in range(0, len(maps), chunk_size):
-        chunk_maps = maps[start : start + chunk_size]
-        results.append(
-            reference_ascent(
-                model, obj.channels(layer_name, chunk_maps), initial[start : start + chunk_size].to(device),
-                steps=steps, epsilon=epsilon, criterion=criterion, early_stop=early_stop,
-                n_report_steps=n_report_steps, progress=progress,
-            )
+
+    def ascend(network: nn.Module, members: torch.Tensor, report: ProgressFn | None) -> AscentResult:
+        """The reference ascent of the members at positions ``members`` of ``maps``."""
+        return reference_ascent(
+            network, obj.channels(layer_name, maps[members]), initial[members].to(device),
+            steps=steps, epsilon=epsilon, criterion=criterion, early_stop=early_stop,
+            n_report_steps=n_report_steps, progress=report,
         )
-    ascent = merge_results(results)
+
+    shares = share_members(len(maps), workers, chunk_size)
+    if len(shares) == 1 or workers == 1:
+        ascent = merge_results([ascend(model, members, progress) for members in shares])
+    else:
+        copies = [_prepared_copy(model, layer_name, maps, tuple(initial.shape[-2:])) for _ in range(min(workers, len(shares)))]
+        ascent = _ascend_at_once(ascend, copies, shares, progress)
     ascent.params.update({"layer": layer_name, "seed": seed, "precursor": precursor})
     if chosen is not None:
         ascent.params["precursor_params"] = chosen.params
     else:
         ascent.params.update({"scales": None if scales is None else list(scales), "weights": list(weights)})
     return LayerOIPs(layer=layer_name, map_indices=maps, initial_images=initial, ascent=ascent, precursor=chosen, seed=seed)
+
+
+def share_members(count: int, workers: int, chunk_size: int) -> list[torch.Tensor]:
+    """Member positions ``0..count-1`` split into shares for ``workers``, each at
+    most ``chunk_size`` long.
+
+    One worker: consecutive chunks (the batches of a plain run). Several: dealt
+    round-robin into ``workers`` (or more, for the size bound) shares, so that maps
+    that converge early or die are spread over the workers instead of leaving one
+    idle. Returns ``(n_i,)`` index tensors in member order.
+    """
+    if count == 0:
+        return [torch.arange(0)]
+    if workers <= 1:
+        return [torch.arange(start, min(start + chunk_size, count)) for start in range(0, count, chunk_size)]
+    n_shares = max(min(workers, count), -(-count // chunk_size))
+    return [torch.arange(first, count, n_shares) for first in range(n_shares)]
+
+
+def _prepared_copy(model: nn.Module, layer: str, maps: torch.Tensor, size: tuple[int, int]) -> nn.Module:
+    """A private copy of ``model`` for one worker thread, its receptive-field geometry
+    already derived here.
+
+    Threads must not share the model: preparing a run copies it and probes it,
+    which must not meet another thread's hooks on the same modules. And the
+    geometry is derived by a ``torch.fx`` trace, which patches every module's call
+    in the whole process while it runs; derived now, before any thread starts,
+    the threads find it kept with their copy and never trace.
+    """
+    private = copy.deepcopy(model)
+    compile_for_input_gradient(private, [obj.channels(layer, maps)], size)
+    return private
+
+
+def _ascend_at_once(ascend, models: list[nn.Module], shares: list[torch.Tensor], progress: ProgressFn | None) -> AscentResult:
+    """Run ``ascend(model, share, report)`` for every share in one thread per model
+    (the caller set one PyTorch thread), each thread on its own model, and merge the
+    results back into member order."""
+    lock = threading.Lock()
+    free = list(models)  # the models not in use by a thread
+    stop = threading.Event()  # set when one share failed or the caller was interrupted
+    # (step, active) per share; a finished share's entry becomes None
+    state: list[tuple[int, int] | None] = [(0, len(share)) for share in shares]
+
+    def report(i: int, step: int, steps: int, active: int) -> None:
+        if stop.is_set():
+            raise Cancelled("stopped: another share of the OIPs failed or the run was interrupted")
+        with lock:
+            state[i] = (step, active)
+            slowest = min(entry[0] for entry in state if entry is not None)
+            total = sum(entry[1] for entry in state if entry is not None)
+        if progress is not None:
+            progress(slowest, steps, total)
+
+    def run(i: int) -> AscentResult:
+        with lock:
+            network = free.pop()
+        try:
+            with GATE.shared():  # a torch.fx trace elsewhere in the process waits for the share, and vice versa
+                result = ascend(network, shares[i], lambda step, steps, active: report(i, step, steps, active))
+        finally:
+            with lock:
+                free.append(network)
+                state[i] = None
+        return result
+
+    with concurrent.futures.ThreadPoolExecutor(len(models), thread_name_prefix="convscope-oip") as pool:
+        futures = [pool.submit(run, i) for i in range(len(shares))]
+        try:
+            # the first failure stops the others at once, instead of after the shares before it finished
+            concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+            for future in futures:
+                if future.done() and future.exception() is not None:
+                    raise future.exception()
+            results = [future.result() for future in futures]
+        except BaseException:
+            stop.set()  # the other shares stop at their next step instead of running to the end
+            for future in futures:
+                future.cancel()
+            raise
+    order = torch.argsort(torch.cat(shares))
+    return select_members(merge_results(results), order)
+
+
+def select_members(result: AscentResult, index: torch.Tensor) -> AscentResult:
+    """The members ``index`` of ``result`` (``(K,)`` positions), in that order."""
+    rows = index.tolist()
+    return AscentResult(
+        images=result.images[index],
+        losses=result.losses[:, index],
+        snapshots=result.snapshots[:, index],
+        snapshot_steps=list(result.snapshot_steps),
+        converged_step=result.converged_step[index],
+        dead_step=result.dead_step[index],
+        status=[result.status[i] for i in rows],
+        initial_loss=result.initial_loss[index],
+        final_loss=result.final_loss[index],
+        member_steps=result.member_steps,
+        params=dict(result.params),
+    )
 
 
 def merge_results(results: list[AscentResult]) -> AscentResult:
@@ -195,4 +337,4 @@ def merge_results(results: list[AscentResult]) -> AscentResult:
     )
 
 
-__all__ = ["LayerOIPs", "compute_oips", "merge_results", "validate_maps"]
+__all__ = ["LayerOIPs", "compute_oips", "merge_results", "select_members", "share_members", "validate_maps"]

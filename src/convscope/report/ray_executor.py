@@ -135,10 +135,9 @@ def import_ray() -> Any:
 
 
 def _local_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    from convscope.device import usable_cores
+
+    return usable_cores()
 
 
 def _decode_shipped(shipped: tuple[dict, dict, dict]) -> Any:

@@ -29,7 +29,7 @@ def one_batch(shipped_model):
 @pytest.mark.parametrize("workers", [2, 3])
 def test_workers_give_the_one_thread_batch_numbers(shipped_model, one_batch, workers):
     split = compute_oips(shipped_model, "Conv2D_3", MAPS, seed=0, steps=150, n_candidates=64, early_stop=True,
-                         criterion=2e-3, workers=workers)
+                         criterion=2e-3, workers=workers, min_share=1)
     a, b = one_batch.ascent, split.ascent
     assert torch.equal(split.initial_images, one_batch.initial_images)
     # the images (and so every step of the ascent) are the same bits, in map order
@@ -58,7 +58,8 @@ def test_progress_is_combined_over_the_shares(shipped_model):
     def progress(step: int, steps: int, active: int) -> None:
         seen.append((step, steps, active, threading.current_thread().name))
 
-    compute_oips(shipped_model, "Conv2D_2", range(6), precursor=False, seed=1, steps=30, workers=2, progress=progress)
+    compute_oips(shipped_model, "Conv2D_2", range(6), precursor=False, seed=1, steps=30, workers=2, progress=progress,
+                 min_share=1)
     assert {name.split("_")[0] for *_, name in seen} == {"convscope-oip"}
     assert all(steps == 30 for _, steps, _, _ in seen)
     # the active count covers both shares: all 6 maps at the start
@@ -79,8 +80,21 @@ def test_a_failing_share_stops_the_others(shipped_model):
 
     with pytest.raises(Cancelled):
         compute_oips(shipped_model, "Conv2D_2", range(8), precursor=False, seed=1, steps=400, workers=2,
-                     progress=progress)
+                     progress=progress, min_share=1)
     assert max(calls) < 100, max(calls)  # the other share stopped too instead of running on to step 400
+
+
+def test_small_shares_are_not_split(shipped_model, monkeypatch):
+    import convscope.optvis.oip as oip
+
+    split: list[int] = []
+    original = oip._ascend_at_once
+    monkeypatch.setattr(oip, "_ascend_at_once", lambda ascend, models, shares, progress: (
+        split.append(len(shares)), original(ascend, models, shares, progress))[1])
+    compute_oips(shipped_model, "Conv2D_2", range(40), precursor=False, steps=3, workers=4)
+    assert split == []  # 40 maps: one share of at least 32
+    compute_oips(shipped_model, "Conv2D_2", range(64), precursor=False, steps=3, workers=4)
+    assert split == [2]  # 64 maps: two shares of 32, not four of 16
 
 
 def test_bad_worker_counts(shipped_model):
@@ -100,8 +114,9 @@ def test_cli_workers_write_the_same_oips(tmp_path):
     arrays = []
     for workers in ("1", "2"):
         out = tmp_path / workers
-        result = CliRunner().invoke(main, ["oip", "--layer", "Conv2D_2", "--map", "3", "--map", "9", "--map", "17",
-                                           "--steps", "40", "--workers", workers, "--no-precursor", "--out", str(out)])
+        # 64 maps: two shares of 32 (the fewest a worker gets)
+        result = CliRunner().invoke(main, ["oip", "--layer", "Conv2D_2", "--all", "--steps", "40", "--workers", workers,
+                                           "--no-precursor", "--out", str(out)])
         assert result.exit_code == 0, result.output
         arrays.append({p.name: np.load(p) for p in sorted(out.rglob("*.npy"))})
     assert arrays[0] and arrays[0].keys() == arrays[1].keys()

@@ -213,12 +213,15 @@ def _compute_oips(model, layer_name, maps, *, seed, steps, epsilon, criterion, e
         )
 
     shares = share_members(len(maps), max(1, min(workers, len(maps) // max(1, min_share))), chunk_size)
-    if len(shares) == 1 or workers == 1:
+    threads = 1 if len(shares) == 1 else min(workers, len(shares))
+    if threads == 1:
         ascent = merge_results([ascend(model, members, progress) for members in shares])
     else:
-        copies = [_prepared_copy(model, layer_name, maps, tuple(initial.shape[-2:])) for _ in range(min(workers, len(shares)))]
+        copies = [_prepared_copy(model, layer_name, maps, tuple(initial.shape[-2:])) for _ in range(threads)]
         ascent = _ascend_at_once(ascend, copies, shares, progress)
-    ascent.params.update({"layer": layer_name, "seed": seed, "precursor": precursor})
+    ascent.params.update({"layer": layer_name, "seed": seed, "precursor": precursor,
+                          # the PyTorch threads of each batch change the last bits of the numbers
+                          "torch_threads": torch.get_num_threads(), "workers": threads})
     if chosen is not None:
         ascent.params["precursor_params"] = chosen.params
     else:

@@ -29,9 +29,10 @@ from convscope.cli.common import (
 @device_option
 @click.option("--threads", type=click.IntRange(min=1, max=1024), default=None,
               help="PyTorch CPU threads (default 1: the atlas runs many small batches, where more threads mostly spin).")
-@click.option("--workers", type=click.IntRange(min=1, max=64), default=1, show_default=True,
+@click.option("--workers", type=click.IntRange(min=1, max=64), default=None,
               help="Local executor: stages computed at once (threads of this process, one PyTorch thread and one "
-                   "copy of the model each). 2 on a 2-core machine: about 1.5-1.8x faster; same numbers.")
+                   "copy of the model each; default: one per core, at most 4; 1 on a GPU). The same atlas for any "
+                   "number; 2 on a 2-core machine is about 1.5-1.8x faster than 1.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help='Who computes the stages: this process, or Ray workers (pip install "convscope[ray]").')
 @click.option("--ray-address", default=None, metavar="auto|ray://HOST:PORT",
@@ -45,7 +46,7 @@ from convscope.cli.common import (
 @json_option
 def report(model_path: str | None, dataset: str | None, data_dir: Path | None, layers: str | None, out_dir: Path,
            quick: bool, seed: int, pages: str, cache_dir: Path | None, device: str, threads: int | None,
-           workers: int, executor: str, ray_address: str | None, ray_workers: int | None, ray_gpus_per_worker: float, ray_data: bool,
+           workers: int | None, executor: str, ray_address: str | None, ray_workers: int | None, ray_gpus_per_worker: float, ray_data: bool,
            as_json: bool) -> None:
     """Build the atlas: index.html that opens offline from disk.
 
@@ -96,8 +97,16 @@ def report(model_path: str | None, dataset: str | None, data_dir: Path | None, l
                  if value]
     if executor != "ray" and ray_given:
         fail(f"{', '.join(ray_given)} only apply with --executor ray")
-    if executor == "ray" and workers != 1:
+    if executor == "ray" and workers is not None:
         fail("--workers is the local executor's; with --executor ray use --ray-workers")
+    if workers is None:
+        from convscope.device import DeviceError, check_device, usable_cores
+
+        try:
+            on_cpu = check_device(device).type == "cpu"
+        except DeviceError:
+            on_cpu = True  # the build reports the bad device
+        workers = min(4, usable_cores()) if on_cpu else 1
     ray_options = None
     if executor == "ray":
         from convscope.report.ray_executor import INSTALL_HINT, RayOptions, ray_available

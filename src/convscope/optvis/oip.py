@@ -18,6 +18,7 @@ Python API for notebooks::
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import copy
 import threading
 from collections.abc import Sequence
@@ -173,60 +174,50 @@ def compute_oips(
     layer_name, maps = validate_maps(model, layer, map_indices)
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1; got {workers}")
-    options = dict(
-        seed=seed, steps=steps, epsilon=epsilon, criterion=criterion, early_stop=early_stop, precursor=precursor,
-        n_candidates=n_candidates, dataset_images=dataset_images, preactivation_steps=preactivation_steps,
-        scales=scales, weights=weights, chunk_size=chunk_size, n_report_steps=n_report_steps, progress=progress,
-        candidate_scales=candidate_scales, candidate_weights=candidate_weights, min_share=min_share,
-    )
-    if workers is not None and model_device(model).type == "cpu":
-        # the precursor with one thread too: the numbers then do not depend on the worker count
-        with torch_threads(1):
-            return _compute_oips(model, layer_name, maps, workers=workers, **options)
-    return _compute_oips(model, layer_name, maps, workers=1, **options)
-
-
-def _compute_oips(model, layer_name, maps, *, seed, steps, epsilon, criterion, early_stop, precursor, n_candidates,
-                  dataset_images, preactivation_steps, scales, weights, chunk_size, n_report_steps, progress,
-                  candidate_scales, candidate_weights, workers, min_share) -> LayerOIPs:
-    spec = spec_of(model)
     device = model_device(model)
-    if precursor:
-        chosen = precursor_starts(
-            model, layer_name, maps, n_candidates=n_candidates, generator=unit_generator(seed, layer_name, "candidates"),
-            dataset_images=dataset_images, preactivation_steps=preactivation_steps, epsilon=epsilon,
-            **({} if candidate_scales is None else {"scales": candidate_scales}),
-            **({} if candidate_weights is None else {"weights": candidate_weights}),
-        )
-        initial = chosen.images
-    else:
-        chosen = None
-        initial = unit_initial_images(seed, layer_name, maps, scales=scales, weights=weights, size=spec.size,
-                                      channels=spec.channels)
+    split = workers is not None and device.type == "cpu"
+    workers = workers if split else 1
+    # with workers the precursor runs with one thread too: the numbers then do not depend on their count
+    with torch_threads(1) if split else contextlib.nullcontext():
+        spec = spec_of(model)
+        if precursor:
+            chosen = precursor_starts(
+                model, layer_name, maps, n_candidates=n_candidates,
+                generator=unit_generator(seed, layer_name, "candidates"), dataset_images=dataset_images,
+                preactivation_steps=preactivation_steps, epsilon=epsilon,
+                **({} if candidate_scales is None else {"scales": candidate_scales}),
+                **({} if candidate_weights is None else {"weights": candidate_weights}),
+            )
+            initial = chosen.images
+        else:
+            chosen = None
+            initial = unit_initial_images(seed, layer_name, maps, scales=scales, weights=weights, size=spec.size,
+                                          channels=spec.channels)
 
-    def ascend(network: nn.Module, members: torch.Tensor, report: ProgressFn | None) -> AscentResult:
-        """The reference ascent of the members at positions ``members`` of ``maps``."""
-        return reference_ascent(
-            network, obj.channels(layer_name, maps[members]), initial[members].to(device),
-            steps=steps, epsilon=epsilon, criterion=criterion, early_stop=early_stop,
-            n_report_steps=n_report_steps, progress=report,
-        )
+        def ascend(network: nn.Module, members: torch.Tensor, report: ProgressFn | None) -> AscentResult:
+            """The reference ascent of the members at positions ``members`` of ``maps``."""
+            return reference_ascent(
+                network, obj.channels(layer_name, maps[members]), initial[members].to(device),
+                steps=steps, epsilon=epsilon, criterion=criterion, early_stop=early_stop,
+                n_report_steps=n_report_steps, progress=report,
+            )
 
-    shares = share_members(len(maps), max(1, min(workers, len(maps) // max(1, min_share))), chunk_size)
-    threads = 1 if len(shares) == 1 else min(workers, len(shares))
-    if threads == 1:
-        ascent = merge_results([ascend(model, members, progress) for members in shares])
-    else:
-        copies = [_prepared_copy(model, layer_name, maps, tuple(initial.shape[-2:])) for _ in range(threads)]
-        ascent = _ascend_at_once(ascend, copies, shares, progress)
-    ascent.params.update({"layer": layer_name, "seed": seed, "precursor": precursor,
-                          # the PyTorch threads of each batch change the last bits of the numbers
-                          "torch_threads": torch.get_num_threads(), "workers": threads})
-    if chosen is not None:
-        ascent.params["precursor_params"] = chosen.params
-    else:
-        ascent.params.update({"scales": None if scales is None else list(scales), "weights": list(weights)})
-    return LayerOIPs(layer=layer_name, map_indices=maps, initial_images=initial, ascent=ascent, precursor=chosen, seed=seed)
+        shares = share_members(len(maps), max(1, min(workers, len(maps) // max(1, min_share))), chunk_size)
+        threads = 1 if len(shares) == 1 else min(workers, len(shares))
+        if threads == 1:
+            ascent = merge_results([ascend(model, members, progress) for members in shares])
+        else:
+            copies = [_prepared_copy(model, layer_name, maps, tuple(initial.shape[-2:])) for _ in range(threads)]
+            ascent = _ascend_at_once(ascend, copies, shares, progress)
+        ascent.params.update({"layer": layer_name, "seed": seed, "precursor": precursor,
+                              # the PyTorch threads of each batch change the last bits of the numbers
+                              "torch_threads": torch.get_num_threads(), "workers": threads})
+        if chosen is not None:
+            ascent.params["precursor_params"] = chosen.params
+        else:
+            ascent.params.update({"scales": None if scales is None else list(scales), "weights": list(weights)})
+        return LayerOIPs(layer=layer_name, map_indices=maps, initial_images=initial, ascent=ascent, precursor=chosen,
+                         seed=seed)
 
 
 def share_members(count: int, workers: int, chunk_size: int) -> list[torch.Tensor]:
@@ -261,7 +252,9 @@ def _prepared_copy(model: nn.Module, layer: str, maps: torch.Tensor, size: tuple
     return private
 
 
-def _ascend_at_once(ascend, models: list[nn.Module], shares: list[torch.Tensor], progress: ProgressFn | None) -> AscentResult:
+def _ascend_at_once(
+    ascend, models: list[nn.Module], shares: list[torch.Tensor], progress: ProgressFn | None
+) -> AscentResult:
     """Run ``ascend(model, share, report)`` for every share in one thread per model
     (the caller set one PyTorch thread), each thread on its own model, and merge the
     results back into member order."""

@@ -25,10 +25,10 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def default_workers(model: torch.nn.Module, cap: int = 4) -> int:
-    """Threads to split a CPU computation over by default: one per usable core, at
-    most ``cap``; 1 for a model on an accelerator (one batch keeps it busy)."""
-    return 1 if model_device(model).type != "cpu" else min(cap, usable_cores())
+def default_workers(device: torch.device, cap: int = 4) -> int:
+    """Threads to split a computation on ``device`` over by default: one per usable
+    core, at most ``cap``, on a CPU; 1 on an accelerator (one batch keeps it busy)."""
+    return min(cap, usable_cores()) if device.type == "cpu" else 1
 
 
 class DeviceError(ValueError):

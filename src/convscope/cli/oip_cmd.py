@@ -134,7 +134,7 @@ def oip(layer, maps, all_maps, all_layers, strategy, precursor, candidates, data
     from convscope.address import AddressError
     from convscope.app.oip import ModernOptions, OIPOptions, OptionsError, run_oips
     from convscope.cli.output import finish, terminal_progress, write_result, writing
-    from convscope.device import default_workers
+    from convscope.device import default_workers, model_device
     from convscope.optvis.core import Cancelled
 
     modern = ModernOptions(parametrisation, optimizer, lr, transforms, l1, tv, blur_every, blur_sigma, diversity,
@@ -155,7 +155,7 @@ def oip(layer, maps, all_maps, all_layers, strategy, precursor, candidates, data
         raise click.UsageError(str(exc)) from None
     model = load_model_or_fail(model_path, device)
     if workers is None and not modern.active and strategy == "0":
-        options = dataclasses.replace(options, workers=default_workers(model))
+        options = dataclasses.replace(options, workers=default_workers(model_device(model)))
     if sum(bool(x) for x in (maps, all_maps, all_layers)) > 1:
         fail("choose one of --map, --all and --all-layers")
     if ":" in layer and (maps or all_maps or all_layers):

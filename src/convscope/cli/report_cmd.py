@@ -100,13 +100,12 @@ def report(model_path: str | None, dataset: str | None, data_dir: Path | None, l
     if executor == "ray" and workers is not None:
         fail("--workers is the local executor's; with --executor ray use --ray-workers")
     if workers is None:
-        from convscope.device import DeviceError, check_device, usable_cores
+        from convscope.device import DeviceError, check_device, default_workers
 
         try:
-            on_cpu = check_device(device).type == "cpu"
+            workers = default_workers(check_device(device))
         except DeviceError:
-            on_cpu = True  # the build reports the bad device
-        workers = min(4, usable_cores()) if on_cpu else 1
+            workers = 1  # the build reports the bad device
     ray_options = None
     if executor == "ray":
         from convscope.report.ray_executor import INSTALL_HINT, RayOptions, ray_available

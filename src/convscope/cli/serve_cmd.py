@@ -37,13 +37,12 @@ def start_forward_processes(explorer, count: int | None):
     thread; ``None`` for none. ``count=None``: the number of cores (at most 4) when the
     platform and the model allow it; a count the user asked for that cannot be honoured
     is an error."""
-    import os
-
+    from convscope.device import usable_cores
     from convscope.serve.processes import ForwardProcesses, fork_available
 
     why = fork_available(explorer.model)
     if count is None:
-        count = 0 if why else min(4, os.cpu_count() or 1)
+        count = 0 if why else min(4, usable_cores())
     if count == 0:
         return None
     if why:

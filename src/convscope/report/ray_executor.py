@@ -60,6 +60,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from convscope.device import usable_cores
 from convscope.progress import CancelToken, Progress, Task
 from convscope.report.executor import DoneFn, Env, EnvSpec, StageTask, StartFn, run_task
 
@@ -132,12 +133,6 @@ def import_ray() -> Any:
     except ImportError:
         raise RayExecutorError(INSTALL_HINT) from None
     return ray
-
-
-def _local_cpus() -> int:
-    from convscope.device import usable_cores
-
-    return usable_cores()
 
 
 def _decode_shipped(shipped: tuple[dict, dict, dict]) -> Any:
@@ -374,7 +369,7 @@ class RayExecutor:
         settings: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
         try:
             if o.address is None:
-                workers = o.workers or _local_cpus()
+                workers = o.workers or usable_cores()
                 ray.init(num_cpus=max(1, math.ceil(workers * o.cpus_per_worker)), **settings)
             else:
                 ray.init(address=o.address, **settings)
